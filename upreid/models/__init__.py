@@ -1,0 +1,1 @@
+"""upreid.models."""

@@ -1,0 +1,391 @@
+"""Typed, validated parameters: one frozen dataclass per ``params.yaml`` section.
+
+``params.yaml`` holds every value. Its top-level ``profile`` key names a profile; the
+``profiles`` section holds, per profile, the keys that differ from the base sections (sizes,
+never code). :func:`load_params` deep-merges the chosen profile over the base and builds the
+dataclasses; an unknown key, a missing key or a wrongly typed value raises :class:`ParamsError`
+naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params file that does not match the expected schema."""
+
+
+# ----------------------------------------------------------------------------- generic loader
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Convert ``value`` to type ``tp`` or raise naming ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ParamsError(f"{where}: expected a mapping, got {value!r}")
+        return from_mapping(tp, value, where)
+    if origin is Literal:
+        if value not in args:
+            raise ParamsError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ParamsError as err:
+                errors.append(str(err))
+        raise ParamsError(f"{where}: {value!r} matches none of {args}: {errors}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ParamsError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ParamsError(f"{where}: expected {len(args)} items, got {len(value)}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ParamsError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamsError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ParamsError(f"{where}: unsupported type {_type_name(tp)}")
+
+
+def from_mapping(cls: type, raw: Mapping[str, Any], where: str) -> Any:
+    """Build dataclass ``cls`` from ``raw``; every field is required, no extra key allowed."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ParamsError(f"{where}: unknown key(s) {unknown}; valid keys are {names}")
+    missing = [n for n in names if n not in raw]
+    if missing:
+        raise ParamsError(f"{where}: missing key(s) {missing}")
+    values = {n: _convert(raw[n], hints[n], f"{where}.{n}") for n in names}
+    try:
+        return cls(**values)
+    except ParamsError:
+        raise
+    except ValueError as err:  # __post_init__ range checks
+        raise ParamsError(f"{where}: {err}") from err
+
+
+def _positive(where: str, **values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ParamsError(f"{where}.{name} must be > 0, got {value}")
+
+
+def _non_negative(where: str, **values: float) -> None:
+    for name, value in values.items():
+        if value < 0:
+            raise ParamsError(f"{where}.{name} must be >= 0, got {value}")
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class SynthSetParams:
+    """Size and cameras of one generated labeled dataset."""
+
+    train_identities: int
+    test_identities: int
+    cameras: int
+    images_per_camera: tuple[int, int]  # min, max images of one identity in one camera
+    cameras_per_identity: tuple[int, int]  # min, max cameras an identity appears in
+    distractors: int  # gallery images of pid 0 (Market-style layouts only)
+
+    def __post_init__(self) -> None:
+        _positive("data", train_identities=self.train_identities,
+                  test_identities=self.test_identities, cameras=self.cameras)
+        _non_negative("data", distractors=self.distractors)
+
+
+@dataclass(frozen=True)
+class PoolParams:
+    """The unlabeled LUPerson-like pre-training pool."""
+
+    identities: int
+    images_per_identity: tuple[int, int]
+    cameras: int
+    format: Literal["lmdb", "folder"]
+
+    def __post_init__(self) -> None:
+        _positive("data.pool", identities=self.identities, cameras=self.cameras)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """``data``: the procedural generator and where data lives."""
+
+    root: str
+    seed: int
+    height: int
+    width: int
+    jpeg_quality: tuple[int, int]
+    pool: PoolParams
+    market1501: SynthSetParams
+    cuhk03: SynthSetParams
+    msmt17: SynthSetParams
+    personx: SynthSetParams
+
+    def __post_init__(self) -> None:
+        _positive("data", height=self.height, width=self.width)
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    """``pretrain``: MoCo v2 / UP-ReID pre-training (METHOD.md, Sec. 3)."""
+
+    method: Literal["moco", "upreid"]
+    arch: Literal["resnet18", "resnet34", "resnet50"]
+    height: int
+    width: int
+    batch_size: int
+    epochs: int
+    lr: float  # at batch_size, not rescaled
+    momentum: float
+    weight_decay: float
+    warmup_epochs: int
+    queue_size: int  # K
+    ema_momentum: float  # m
+    dim: int
+    hidden_dim: int
+    temperature_global: float  # tau_g
+    temperature_patch: float  # tau_p
+    temperature_consistency: float  # tau_c
+    lambda_global: float
+    lambda_patch: float
+    lambda_cc: float
+    cc: bool
+    icc: bool
+    hm: bool
+    patches: int  # N = 2R
+    positive: Literal["symmetric", "random", "online"]
+    workers: int
+    checkpoint_every_steps: int  # 0: only at epoch ends
+    channels_last: bool
+    amp: Literal["auto", "off", "bf16"]  # auto: bf16 on CUDA, off on CPU
+    compile: bool
+
+    def __post_init__(self) -> None:
+        where = "pretrain"
+        _positive(where, height=self.height, width=self.width, batch_size=self.batch_size,
+                  epochs=self.epochs, lr=self.lr, queue_size=self.queue_size, dim=self.dim,
+                  hidden_dim=self.hidden_dim, temperature_global=self.temperature_global,
+                  temperature_patch=self.temperature_patch,
+                  temperature_consistency=self.temperature_consistency)
+        _non_negative(where, weight_decay=self.weight_decay, momentum=self.momentum,
+                      warmup_epochs=self.warmup_epochs, lambda_global=self.lambda_global,
+                      lambda_patch=self.lambda_patch, lambda_cc=self.lambda_cc,
+                      workers=self.workers, checkpoint_every_steps=self.checkpoint_every_steps)
+        if not 0 <= self.ema_momentum < 1:
+            raise ParamsError(f"{where}.ema_momentum must be in [0, 1), got {self.ema_momentum}")
+        if self.patches < 2 or self.patches % 2:
+            raise ParamsError(f"{where}.patches must be an even number >= 2, got {self.patches}")
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """Recipe of one supervised fine-tuning method."""
+
+    height: int
+    width: int
+    epochs: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    milestones: tuple[int, ...]  # epochs at which lr is multiplied by gamma
+    gamma: float
+    p: int  # identities per batch
+    k: int  # images per identity
+    margin: float  # triplet margin; 0 means soft margin
+    label_smoothing: float
+    eval_every: int
+
+    def __post_init__(self) -> None:
+        where = "finetune"
+        _positive(where, height=self.height, width=self.width, epochs=self.epochs, lr=self.lr,
+                  p=self.p, k=self.k, eval_every=self.eval_every, gamma=self.gamma)
+        _non_negative(where, weight_decay=self.weight_decay, margin=self.margin,
+                      warmup_epochs=self.warmup_epochs, label_smoothing=self.label_smoothing)
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    """``finetune``: supervised BoT, MGN, BDB, PCB (METHOD.md, Sec. 4)."""
+
+    arch: Literal["resnet18", "resnet34", "resnet50"]
+    insup_weights: str  # local torchvision ResNet ImageNet state-dict file
+    workers: int
+    channels_last: bool
+    bot: MethodParams
+    mgn: MethodParams
+    bdb: MethodParams
+    pcb: MethodParams
+
+
+@dataclass(frozen=True)
+class SpclParams:
+    """``spcl``: self-paced contrastive learning (Ge et al. 2020)."""
+
+    height: int
+    width: int
+    epochs: int
+    iters_per_epoch: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    k: int  # images per pseudo identity in a batch
+    temperature: float
+    memory_momentum: float
+    k1: int
+    k2: int
+    eps: float
+    eps_gap: float  # tight = eps - gap, loose = eps + gap
+    min_samples: int
+    eval_every: int
+
+    def __post_init__(self) -> None:
+        _positive("spcl", height=self.height, width=self.width, epochs=self.epochs,
+                  lr=self.lr, batch_size=self.batch_size, temperature=self.temperature,
+                  eps=self.eps, k1=self.k1, k2=self.k2, eval_every=self.eval_every)
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """``eval``: the re-ID protocol."""
+
+    metric: Literal["cosine", "euclidean"]
+    rerank: bool
+    rerank_k1: int
+    rerank_k2: int
+    rerank_lambda: float
+    flip: bool
+    batch_size: int
+    chunk: int  # queries per chunk in the metric computation
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole resolved ``params.yaml``."""
+
+    profile: str
+    seed: int
+    data: DataParams
+    pretrain: PretrainParams
+    finetune: FinetuneParams
+    spcl: SpclParams
+    eval: EvalParams
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def digest(self) -> str:
+        """Short hash of the resolved values (an MLflow tag)."""
+        blob = json.dumps(self.raw, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataParams,
+    "pretrain": PretrainParams,
+    "finetune": FinetuneParams,
+    "spcl": SpclParams,
+    "eval": EvalParams,
+}
+TOP_KEYS = ("profile", "seed", "profiles", *SECTIONS)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any], where: str) -> dict:
+    """``base`` with ``override`` laid over it; an override key unknown to ``base`` is an error."""
+    merged = dict(base)
+    for key, value in override.items():
+        if key not in base:
+            raise ParamsError(f"{where}.{key}: unknown key; valid keys are {sorted(base)}")
+        if isinstance(value, Mapping) and isinstance(base[key], Mapping):
+            merged[key] = deep_merge(base[key], value, f"{where}.{key}")
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve(raw: Mapping[str, Any], profile: str | None = None) -> dict[str, Any]:
+    """Merge the chosen profile's overrides over the base sections; return plain data."""
+    unknown = sorted(set(raw) - set(TOP_KEYS))
+    if unknown:
+        raise ParamsError(f"params: unknown top-level key(s) {unknown}; valid are {list(TOP_KEYS)}")
+    missing = [k for k in ("profile", "seed", *SECTIONS) if k not in raw]
+    if missing:
+        raise ParamsError(f"params: missing top-level key(s) {missing}")
+    profile = profile or raw["profile"]
+    profiles = raw.get("profiles") or {}
+    base = {k: raw[k] for k in ("seed", *SECTIONS)}
+    if profile != "default":
+        if profile not in profiles:
+            raise ParamsError(
+                f"params.profile: unknown profile {profile!r}; valid are {['default', *profiles]}")
+        base = deep_merge(base, profiles[profile] or {}, f"profiles.{profile}")
+    return {"profile": profile, **base}
+
+
+def parse(raw: Mapping[str, Any], profile: str | None = None) -> Params:
+    """Build :class:`Params` from a parsed ``params.yaml`` mapping."""
+    resolved = resolve(raw, profile)
+    seed = _convert(resolved["seed"], int, "seed")
+    sections = {name: from_mapping(cls, resolved[name] or {}, name)
+                for name, cls in SECTIONS.items()}
+    return Params(profile=resolved["profile"], seed=seed, raw=resolved, **sections)
+
+
+def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
+    """Read, merge and validate ``path``; ``profile`` overrides the file's ``profile`` key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    with path.open() as fh:
+        raw = yaml.safe_load(fh)
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return parse(raw, profile)
+
+
+def to_dict(section: Any) -> dict[str, Any]:
+    """A section as plain data (for logging and checkpoints)."""
+    return dataclasses.asdict(section)

@@ -1,0 +1,1 @@
+"""Training loops: pre-training, supervised fine-tuning, SpCL."""
