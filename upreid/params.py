@@ -156,7 +156,8 @@ class PoolParams:
 class DataParams:
     """``data``: the procedural generator and where data lives."""
 
-    root: str
+    source: Literal["synth", "disk"]  # synth: generate under root; disk: real datasets in root
+    root: str  # holds luperson/, market1501/, cuhk03/, msmt17/, personx/
     seed: int
     height: int
     width: int
@@ -305,6 +306,35 @@ class EvalParams:
 
 
 @dataclass(frozen=True)
+class PipelineParams:
+    """``pipeline``: which runs the tables compare (values, read by the library, not by DVC)."""
+
+    inits: tuple[str, ...]  # fine-tuning initialisations: scratch, insup, moco, upreid
+    headline_seeds: int  # fine-tune seeds of the headline cells (MGN on CUHK03 and Market-1501)
+
+    def __post_init__(self) -> None:
+        _positive("pipeline", headline_seeds=self.headline_seeds)
+        valid = ("scratch", "insup", "moco", "upreid")
+        for init in self.inits:
+            if init not in valid:
+                raise ParamsError(f"pipeline.inits: unknown init {init!r}; valid are {list(valid)}")
+
+
+@dataclass(frozen=True)
+class LaunchParams:
+    """``launch``: processes of the pre-training stage (torchrun when more than one)."""
+
+    nproc_per_node: int
+    nnodes: int
+    rdzv_endpoint: str  # host:port of the rendezvous for nnodes > 1; "" for one node
+
+    def __post_init__(self) -> None:
+        _positive("launch", nproc_per_node=self.nproc_per_node, nnodes=self.nnodes)
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ParamsError("launch.rdzv_endpoint: required when launch.nnodes > 1")
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole resolved ``params.yaml``."""
 
@@ -315,6 +345,8 @@ class Params:
     finetune: FinetuneParams
     spcl: SpclParams
     eval: EvalParams
+    pipeline: PipelineParams
+    launch: LaunchParams
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def digest(self) -> str:
@@ -329,6 +361,8 @@ SECTIONS: dict[str, type] = {
     "finetune": FinetuneParams,
     "spcl": SpclParams,
     "eval": EvalParams,
+    "pipeline": PipelineParams,
+    "launch": LaunchParams,
 }
 TOP_KEYS = ("profile", "seed", "profiles", *SECTIONS)
 
@@ -357,11 +391,11 @@ def resolve(raw: Mapping[str, Any], profile: str | None = None) -> dict[str, Any
     profile = profile or raw["profile"]
     profiles = raw.get("profiles") or {}
     base = {k: raw[k] for k in ("seed", *SECTIONS)}
-    if profile != "default":
-        if profile not in profiles:
-            raise ParamsError(
-                f"params.profile: unknown profile {profile!r}; valid are {['default', *profiles]}")
+    if profile in profiles:
         base = deep_merge(base, profiles[profile] or {}, f"profiles.{profile}")
+    elif profile != "default":
+        raise ParamsError(
+            f"params.profile: unknown profile {profile!r}; valid are {sorted({'default', *profiles})}")
     return {"profile": profile, **base}
 
 

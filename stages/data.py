@@ -1,0 +1,13 @@
+"""Stage `data`: generate the datasets (or check the real ones) and write data/manifest.json."""
+
+from _common import start
+
+from upreid.pipeline import run_data
+
+
+def main() -> None:
+    run_data(start())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Stage `finetune@METHOD-DATASET`: every init and seed of one supervised method on one dataset."""
+
+import sys
+
+from _common import start
+
+from upreid.pipeline import run_finetune
+
+
+def main() -> None:
+    run_finetune(start(), sys.argv[1], sys.argv[2])
+
+
+if __name__ == "__main__":
+    main()

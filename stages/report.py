@@ -1,0 +1,15 @@
+"""Stage `report`: the paper's tables and figures, from the MLflow runs, into reports/."""
+
+from _common import start
+
+from upreid.pipeline import run_report, where
+
+
+def main() -> None:
+    params = start()
+    run_report(params)
+    print(where(params))
+
+
+if __name__ == "__main__":
+    main()

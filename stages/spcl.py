@@ -1,0 +1,15 @@
+"""Stage `spcl@SETTING`: SpCL, target only (M) or PersonX -> Market-1501 (P2M), every init."""
+
+import sys
+
+from _common import start
+
+from upreid.pipeline import run_spcl
+
+
+def main() -> None:
+    run_spcl(start(), sys.argv[1])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from upreid import tracking
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def _log_stage(root: Path, key: str, values: list[float], tags: dict | None = None) -> None:
+    with tracking.stage_run(key, profile="t", params={"a": {"b": 1, "c": (1, 2)}},
+                            tags=tags or {"input_hash": "h1"}, commit="abc", root=root) as run:
+        for step, v in enumerate(values):
+            run.log_metrics({"mAP": v, "loss": 1.0 / (step + 1)}, step)
+
+
+def test_runs_nest_under_one_pipeline_run(store: Path) -> None:
+    _log_stage(store, "finetune/bot/market1501/upreid/s0", [10.0, 20.0, 30.0])
+    _log_stage(store, "pretrain/upreid", [1.0])
+    runs = tracking.latest_runs("t", store)
+    assert set(runs) == {"finetune/bot/market1501/upreid/s0", "pretrain/upreid"}
+    run = runs["finetune/bot/market1501/upreid/s0"]
+    assert run.metrics["mAP"] == 30.0
+    assert run.params["a.b"] == "1" and run.params["a.c"] == "[1, 2]"
+    parents = {r.tags["mlflow.parentRunId"] for r in runs.values()}
+    assert len(parents) == 1
+    assert run.tags["upreid.profile"] == "t" and run.tags["upreid.commit"] == "abc"
+    history = tracking.metric_history(run.run_id, "mAP", store)
+    assert history == [(0, 10.0), (1, 20.0), (2, 30.0)]
+
+
+def test_latest_finished_run_wins_and_failures_are_marked(store: Path) -> None:
+    _log_stage(store, "pretrain/moco", [1.0])
+    _log_stage(store, "pretrain/moco", [2.0], tags={"input_hash": "h2"})
+    with pytest.raises(RuntimeError, match="boom"):
+        with tracking.stage_run("pretrain/moco", profile="t", params={}, tags={},
+                                commit="abc", root=store) as run:
+            run.log_metrics({"mAP": 99.0}, 0)
+            raise RuntimeError("boom")
+    runs = tracking.latest_runs("t", store)
+    assert runs["pretrain/moco"].metrics["mAP"] == 2.0
+    assert tracking.find_run("t", "pretrain/moco", "h1", store) is not None
+    assert tracking.find_run("t", "pretrain/moco", "h3", store) is None
+
+
+def test_unreachable_server_is_a_clear_error(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(tracking.TrackingError, match="unreachable"):
+        with tracking.stage_run("x", profile="t", params={}, tags={}, commit="c", root=store):
+            pytest.fail("the body must not run when the server is unreachable")
+    assert time.monotonic() - started < 10
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_real_server_serves_the_runs_over_rest(store: Path) -> None:
+    _log_stage(store, "finetune/mgn/cuhk03/upreid/s0", [5.0, 7.5])
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen(
+        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                tracking.check_reachable(base, timeout=1)
+                break
+            except tracking.TrackingError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        req = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=upreid-t")
+        exp = json.load(urllib.request.urlopen(req, timeout=10))["experiment"]
+        body = json.dumps({"experiment_ids": [exp["experiment_id"]],
+                           "filter": "tags.`upreid.key` = 'finetune/mgn/cuhk03/upreid/s0'"})
+        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+        runs = json.load(urllib.request.urlopen(req, timeout=10))["runs"]
+        assert len(runs) == 1
+        metrics = {m["key"]: m["value"] for m in runs[0]["data"]["metrics"]}
+        assert metrics["mAP"] == 7.5
+        # and the library reads the same runs through the server
+        os.environ["MLFLOW_TRACKING_URI"] = base
+        try:
+            assert "finetune/mgn/cuhk03/upreid/s0" in tracking.latest_runs("t", store)
+        finally:
+            del os.environ["MLFLOW_TRACKING_URI"]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)

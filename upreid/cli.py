@@ -1,0 +1,199 @@
+"""The `upreid` command: the same functions the DVC stages call, one command each."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from upreid.params import Params, ParamsError, load_params
+from upreid.progress import setup_logging
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="UP-ReID: pre-train, fine-tune, evaluate and report for person re-ID.")
+data_app = typer.Typer(no_args_is_help=True, help="Generate or check datasets.")
+app.add_typer(data_app, name="data")
+
+FORMATS = ("market1501", "cuhk03", "msmt17", "personx", "luperson")
+STATE: dict[str, Any] = {"params": "params.yaml", "profile": None}
+
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help="default, quick or paper")]
+
+
+@app.callback()
+def main(params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+         profile: ProfileOpt = None) -> None:
+    setup_logging()
+    STATE.update(params=params, profile=profile)
+
+
+def _params() -> Params:
+    try:
+        return load_params(STATE["params"], STATE["profile"])
+    except ParamsError as err:
+        _fail(str(err))
+        raise
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _table(metrics: dict[str, Any]) -> str:
+    keys = [k for k in ("mAP", "rank1", "rank5", "rank10", "rank20", "mINP") if k in metrics]
+    head = " | ".join(f"{k:>7}" for k in keys)
+    vals = " | ".join(f"{metrics[k]:7.2f}" for k in keys)
+    return f"{head}\n{vals}"
+
+
+@data_app.command("synth")
+def data_synth() -> None:
+    """Generate the datasets of the profile (params `data`) and the contact sheet."""
+    from upreid.pipeline import run_data
+
+    params = _params()
+    if params.data.source != "synth":
+        _fail(f"data.source is {params.data.source!r} in profile {params.profile!r}: "
+              "nothing to generate")
+    summary = run_data(params)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k != "params"}, indent=1))
+
+
+@data_app.command("check")
+def data_check(path: Path, fmt: Annotated[str, typer.Option("--format")] = "market1501") -> None:
+    """Count images, identities and cameras per split of a dataset folder; list problems."""
+    from upreid.data.readers import check_dataset, read_pool
+    from upreid.data.records import DatasetLayoutError
+
+    if fmt not in FORMATS:
+        _fail(f"unknown format {fmt!r}; valid are {list(FORMATS)}")
+    try:
+        if fmt == "luperson":
+            typer.echo(f"luperson {path}: {len(read_pool(path))} images")
+            return
+        report = check_dataset(fmt, path)
+    except (DatasetLayoutError, FileNotFoundError) as err:
+        _fail(str(err))
+        return
+    typer.echo(json.dumps(report, indent=1, default=str))
+
+
+@app.command()
+def pretrain(variant: Annotated[str, typer.Option(help="moco, upreid or an ablation")] = "upreid",
+             max_steps: Annotated[int | None, typer.Option(help="stop early")] = None) -> None:
+    """Pre-train one variant on the unlabeled pool (resumes a killed run)."""
+    from upreid.pipeline import relaunch_distributed, run_pretrain
+
+    params = _params()
+    relaunch_distributed(params, [sys.argv[0], *sys.argv[1:]])
+    typer.echo(json.dumps(run_pretrain(params, variant, max_steps=max_steps), indent=1))
+
+
+def _ablation_variant(no_cc: bool, no_icc: bool, no_hm: bool, patches: int | None,
+                      positive: str | None) -> str:
+    chosen = {"icc": no_cc, "cc": no_icc, "nohm": no_hm, "n4": patches == 4,
+              "n12": patches == 12, "random": positive == "random",
+              "online": positive == "online"}
+    picked = [v for v, on in chosen.items() if on]
+    if patches not in (None, 4, 8, 12) or positive not in (None, "symmetric", "random", "online"):
+        _fail("--patches takes 4, 8 or 12; --positive takes symmetric, random or online")
+    if len(picked) != 1:
+        _fail("name exactly one ablation: --no-cc, --no-icc, --no-hm, --patches 4|12, "
+              "--positive random|online")
+    return picked[0]
+
+
+@app.command()
+def ablate(no_cc: Annotated[bool, typer.Option("--no-cc")] = False,
+           no_icc: Annotated[bool, typer.Option("--no-icc")] = False,
+           no_hm: Annotated[bool, typer.Option("--no-hm")] = False,
+           patches: Annotated[int | None, typer.Option("--patches")] = None,
+           positive: Annotated[str | None, typer.Option("--positive")] = None) -> None:
+    """Pre-train an ablation variant, fine-tune MGN on CUHK03 from it, print its row beside the
+    full model's."""
+    from upreid.pipeline import ablate_variant
+
+    variant = _ablation_variant(no_cc, no_icc, no_hm, patches, positive)
+    rows = ablate_variant(_params(), variant)
+    for name, metrics in rows.items():
+        typer.echo(f"{name:>8}: " + "  ".join(f"{k} {metrics.get(k, float('nan')):.1f}"
+                                             for k in ("mAP", "rank1", "rank5")))
+
+
+@app.command()
+def finetune(method: Annotated[str, typer.Option(help="bot, mgn, bdb or pcb")] = "bot",
+             dataset: Annotated[str, typer.Option(help="market1501, cuhk03, msmt17, personx")]
+             = "market1501",
+             init: Annotated[str, typer.Option(help="scratch, insup, moco, upreid, a variant")]
+             = "upreid",
+             seed: Annotated[int | None, typer.Option()] = None,
+             data: Annotated[Path | None, typer.Option(help="dataset folder")] = None) -> None:
+    """Fine-tune one supervised method from one initialisation."""
+    from upreid.experiments import FinetuneRun
+    from upreid.pipeline import finetune_many
+
+    params = _params()
+    run = FinetuneRun(method, dataset, init, params.seed if seed is None else seed)
+    metrics = finetune_many(params, [run], data_path=data)[0]
+    typer.echo(_table(metrics))
+
+
+@app.command()
+def adapt(target: Annotated[str, typer.Option()] = "market1501",
+          source: Annotated[str | None, typer.Option()] = None,
+          init: Annotated[str, typer.Option()] = "upreid") -> None:
+    """SpCL on a target dataset, optionally with a labeled source (domain adaptation)."""
+    from upreid.pipeline import adapt_one
+
+    typer.echo(_table(adapt_one(_params(), target, source, init)))
+
+
+@app.command("eval")
+def evaluate(checkpoint: Path, data: Annotated[Path, typer.Option(help="dataset folder")],
+             fmt: Annotated[str, typer.Option("--format")] = "market1501",
+             out: Annotated[Path, typer.Option(help="folder for metrics.json and ranks.png")]
+             = Path("eval_out")) -> None:
+    """Evaluate a checkpoint on a dataset: metrics table, JSON, and a ranked-list picture."""
+    from upreid.pipeline import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(_params(), checkpoint, data, fmt, out)
+    typer.echo(_table(metrics))
+    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'ranks.png'}")
+
+
+@app.command()
+def search(checkpoint: Path, query: Annotated[Path, typer.Option(help="query image")],
+           gallery: Annotated[Path, typer.Option(help="folder of gallery images")],
+           topk: int = 10) -> None:
+    """The top-k gallery images nearest to one query image."""
+    from upreid.pipeline import search_gallery
+
+    for rank, (path, dist) in enumerate(search_gallery(_params(), checkpoint, query, gallery,
+                                                       topk), start=1):
+        typer.echo(f"{rank:3d}  {dist:.4f}  {path}")
+
+
+@app.command()
+def tables() -> None:
+    """Write the paper's tables and figures to reports/ from the MLflow runs."""
+    from upreid.pipeline import run_report, where
+
+    params = _params()
+    typer.echo(json.dumps(run_report(params), indent=1))
+    typer.echo(where(params))
+
+
+@app.command()
+def info() -> None:
+    """Where the tables are and how to open the MLflow UI."""
+    from upreid.pipeline import where
+
+    typer.echo(where(_params()))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,93 @@
+"""The runs the paper's tables compare, as literal tables: pre-training variants, fine-tuning
+stages and the inits each one runs. The pipeline, the CLI and the report all read these."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from upreid.params import Params, PretrainParams
+
+# Pre-training variants: overrides of the ``pretrain`` section (Tables 1-6, Appendix D).
+PRETRAIN_VARIANTS: dict[str, dict[str, Any]] = {
+    "moco": {"method": "moco", "cc": False, "icc": False},  # (a) Baseline, the MoCo column
+    "upreid": {"method": "upreid"},  # (d) the full model
+    "cc": {"method": "upreid", "icc": False},  # (b) Baseline w CC
+    "icc": {"method": "upreid", "cc": False},  # (c) Baseline w ICC
+    "nohm": {"method": "upreid", "hm": False},  # Table 5, w/o HM (Eq. 8)
+    "n4": {"method": "upreid", "patches": 4},  # Table 6
+    "n12": {"method": "upreid", "patches": 12},  # Table 6
+    "random": {"method": "upreid", "positive": "random"},  # Appendix D, Figure 7
+    "online": {"method": "upreid", "positive": "online"},  # Appendix D, Figure 7
+}
+
+DATASETS = ("cuhk03", "market1501", "personx", "msmt17")
+METHODS = ("bdb", "bot", "mgn", "pcb")
+# Fine-tuning stages (method, dataset): Table 1 (BDB, BoT, MGN x 4) and Table 7 (PCB x 3).
+FINETUNE_STAGES: tuple[tuple[str, str], ...] = (
+    *((m, d) for m in ("bdb", "bot", "mgn") for d in DATASETS),
+    *(("pcb", d) for d in ("cuhk03", "market1501", "personx")),
+)
+# Headline cells: several fine-tune seeds, for the spread the report quotes.
+HEADLINE = (("mgn", "cuhk03"), ("mgn", "market1501"))
+# The ablations (Tables 4-6, Appendix D) fine-tune MGN on CUHK03, as the paper does.
+ABLATION_STAGE = ("mgn", "cuhk03")
+ABLATION_VARIANTS = ("cc", "icc", "nohm", "n4", "n12", "random", "online")
+# SpCL settings (Table 2): name -> (source or None, target).
+SPCL_SETTINGS: dict[str, tuple[str | None, str]] = {
+    "M": (None, "market1501"),
+    "P2M": ("personx", "market1501"),
+}
+
+
+@dataclass(frozen=True)
+class FinetuneRun:
+    method: str
+    dataset: str
+    init: str  # scratch, insup, or a pre-training variant
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"finetune/{self.method}/{self.dataset}/{self.init}/s{self.seed}"
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.init}-s{self.seed}"
+
+
+def pretrain_variant(params: PretrainParams, variant: str) -> PretrainParams:
+    """``params`` with the overrides of ``variant``."""
+    if variant not in PRETRAIN_VARIANTS:
+        raise ValueError(f"unknown pre-training variant {variant!r}; "
+                         f"valid are {list(PRETRAIN_VARIANTS)}")
+    return dataclasses.replace(params, **PRETRAIN_VARIANTS[variant])
+
+
+def init_kind(init: str) -> str:
+    """The library init (scratch, insup, moco, upreid) behind a pipeline init name."""
+    if init in ("scratch", "insup", "moco"):
+        return init
+    if init in PRETRAIN_VARIANTS:
+        return "upreid"
+    raise ValueError(f"unknown init {init!r}; valid are scratch, insup, {list(PRETRAIN_VARIANTS)}")
+
+
+def finetune_runs(params: Params, method: str, dataset: str) -> list[FinetuneRun]:
+    """Every run of one fine-tuning stage, in order."""
+    if (method, dataset) not in FINETUNE_STAGES:
+        raise ValueError(f"unknown fine-tuning stage {method}/{dataset}; valid are "
+                         f"{['/'.join(s) for s in FINETUNE_STAGES]}")
+    seeds = params.pipeline.headline_seeds if (method, dataset) in HEADLINE else 1
+    runs = [FinetuneRun(method, dataset, init, params.seed + s)
+            for s in range(seeds) for init in params.pipeline.inits]
+    if (method, dataset) == ABLATION_STAGE:
+        runs += [FinetuneRun(method, dataset, v, params.seed) for v in ABLATION_VARIANTS]
+    return runs
+
+
+def needed_variants(params: Params) -> list[str]:
+    """Pre-training variants some fine-tuning run starts from."""
+    inits = set(params.pipeline.inits) | set(ABLATION_VARIANTS)
+    return [v for v in PRETRAIN_VARIANTS if v in inits]

@@ -1,0 +1,428 @@
+"""The pipeline's steps as plain functions: data, pre-training, fine-tuning, SpCL, report.
+
+``stages/*.py`` (run by DVC) and the CLI call these. Each step logs one MLflow run per unit of
+work (nested under the pipeline run), writes its own files atomically, and skips work whose
+inputs are unchanged (same input hash, finished result on disk), so that ``dvc repro`` after a
+change elsewhere, or after a crash, redoes only what it must. Interrupted training resumes from
+its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from upreid import tracking
+from upreid.experiments import (
+    PRETRAIN_VARIANTS,
+    SPCL_SETTINGS,
+    FinetuneRun,
+    finetune_runs,
+    init_kind,
+    pretrain_variant,
+)
+from upreid.io import atomic_write_json, git_commit
+from upreid.models.init import check_init
+from upreid.params import Params, to_dict
+
+log = logging.getLogger(__name__)
+
+MetricsFn = Callable[[dict[str, float], int], None]
+
+
+class Paths:
+    """Where each step writes, relative to the project root."""
+
+    def __init__(self, params: Params, root: str | Path = ".") -> None:
+        self.root = Path(root)
+        self.data = self.root / params.data.root
+        self.manifest = self.root / "data" / "manifest.json"
+        self.runs = self.root / "runs"
+        self.metrics = self.root / "metrics"
+        self.reports = self.root / "reports"
+
+    def dataset(self, name: str) -> Path:
+        return self.data / name
+
+    def pretrain(self, variant: str) -> Path:
+        return self.runs / "pretrain" / variant
+
+    def backbone(self, variant: str) -> Path:
+        return self.pretrain(variant) / "backbone.pt"
+
+    def finetune(self, run: FinetuneRun) -> Path:
+        return self.runs / "finetune" / f"{run.method}-{run.dataset}" / run.dirname
+
+    def spcl(self, setting: str, init: str) -> Path:
+        return self.runs / "spcl" / setting / init
+
+
+def digest(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def is_rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _manifest_digest(paths: Paths) -> str:
+    if not paths.manifest.is_file():
+        raise FileNotFoundError(f"{paths.manifest} not found: run the data stage first "
+                                "(dvc repro data, or upreid data synth)")
+    return file_digest(paths.manifest)
+
+
+# ----------------------------------------------------------------------------- caching
+
+
+def _cached(out: Path, input_hash: str) -> dict[str, Any] | None:
+    """The saved result of ``out`` if it was made from the same inputs."""
+    result = out / "result.json"
+    if result.is_file():
+        saved = json.loads(result.read_text())
+        if saved.get("input_hash") == input_hash:
+            return saved
+    return None
+
+
+def _fresh_dir(out: Path, input_hash: str) -> None:
+    """Clear ``out`` if it holds work made from other inputs; keep a resumable checkpoint of
+    the same inputs."""
+    stamp = out / "inputs.json"
+    if out.exists():
+        same = stamp.is_file() and json.loads(stamp.read_text()).get("input_hash") == input_hash
+        if not same:
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(stamp, {"input_hash": input_hash})
+
+
+def _tracked(params: Params, key: str, input_hash: str, out: Path, run_params: dict[str, Any],
+             work: Callable[[MetricsFn], dict[str, Any]], artifacts: tuple[str, ...] = (),
+             tags: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``work`` (or reuse its saved result) inside an MLflow run named ``key``."""
+    cached = _cached(out, input_hash)
+    commit = git_commit()
+    tags = {"input_hash": input_hash, "params_hash": params.digest(), "seed": params.seed,
+            **(tags or {})}
+    if cached is not None:
+        if not is_rank0() or tracking.find_run(params.profile, key, input_hash):
+            log.info("%s: unchanged inputs, result reused", key)
+            return cached["metrics"]
+        log.info("%s: unchanged inputs, result re-logged to MLflow", key)
+    elif not is_rank0():
+        return work(lambda metrics, step: None)
+    if cached is None:
+        _fresh_dir(out, input_hash)
+    with tracking.stage_run(key, profile=params.profile, params=run_params, tags=tags,
+                            commit=commit) as run:
+        history: list[dict[str, Any]] = []
+
+        def on_metrics(metrics: dict[str, float], step: int) -> None:
+            history.append({"step": step, **metrics})
+            run.log_metrics(metrics, step)
+
+        if cached is None:
+            metrics = work(on_metrics)
+            atomic_write_json(out / "metrics_log.json", history)
+            atomic_write_json(out / "result.json", {"input_hash": input_hash, "key": key,
+                                                    "metrics": metrics, "commit": commit})
+        else:
+            metrics = cached["metrics"]
+            for row in json.loads((out / "metrics_log.json").read_text()):
+                step = row.pop("step")
+                run.log_metrics(row, step)
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)},
+                        _final_step(history, out))
+        for name in ("result.json", "metrics_log.json", *artifacts):
+            run.log_artifact(out / name)
+    return metrics
+
+
+def _final_step(history: list[dict[str, Any]], out: Path) -> int:
+    if history:
+        return int(history[-1]["step"])
+    log_file = out / "metrics_log.json"
+    rows = json.loads(log_file.read_text()) if log_file.is_file() else []
+    return int(rows[-1]["step"]) if rows else 0
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def run_data(params: Params, root: str | Path = ".") -> dict[str, Any]:
+    """Generate (``data.source: synth``) or check (``disk``) every dataset; write the manifest
+    the later steps depend on, and the contact sheet."""
+    from upreid.data.readers import READERS, check_dataset, read_pool
+
+    paths = Paths(params, root)
+    if params.data.source == "synth":
+        from upreid.data.synth import synthesize, write_contact_sheet
+
+        synthesize(params.data, paths.data)
+        write_contact_sheet(paths.dataset("market1501"),
+                            paths.reports / "figures" / "contact_sheet.png")
+    summary: dict[str, Any] = {"source": params.data.source, "root": str(params.data.root),
+                               "params": to_dict(params.data)}
+    summary["luperson"] = {"images": len(read_pool(paths.dataset("luperson")))}
+    for name in READERS:
+        if paths.dataset(name).exists():
+            summary[name] = check_dataset(name, paths.dataset(name))
+    summary["listing"] = _listing_digest(paths.data)
+    atomic_write_json(paths.manifest, summary)
+    return summary
+
+
+def _listing_digest(root: Path) -> str:
+    """Hash of every file's relative path, size and size under ``root`` (cheap, no reads)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = path.stat()
+        h.update(f"{path.relative_to(root)}:{st.st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def run_pretrain(params: Params, variant: str, root: str | Path = ".",
+                 max_steps: int | None = None) -> dict[str, Any]:
+    """Pre-train one variant (``moco``, ``upreid``, an ablation) and export its backbone."""
+    from upreid.data.readers import read_pool
+    from upreid.train.pretrain import pretrain
+
+    paths = Paths(params, root)
+    pp = pretrain_variant(params.pretrain, variant)
+    input_hash = digest(to_dict(pp), params.seed, _manifest_digest(paths), max_steps)
+    out = paths.pretrain(variant)
+
+    def work(on_metrics: MetricsFn) -> dict[str, Any]:
+        records = read_pool(paths.dataset("luperson"))
+        return pretrain(pp, records, out, params.seed, on_metrics=on_metrics,
+                        max_steps=max_steps)
+
+    metrics = _tracked(params, f"pretrain/{variant}", input_hash, out,
+                       {"pretrain": to_dict(pp), "seed": params.seed, "variant": variant},
+                       work, artifacts=("backbone.pt",), tags={"variant": variant})
+    if is_rank0():
+        atomic_write_json(paths.metrics / "pretrain" / f"{variant}.json", metrics)
+    return metrics
+
+
+def _init_weights(params: Params, paths: Paths, init: str) -> str | None:
+    kind = init_kind(init)
+    if kind == "scratch":
+        return None
+    if kind == "insup":
+        return str(paths.root / params.finetune.insup_weights)
+    return str(paths.backbone(init))
+
+
+def run_finetune(params: Params, method: str, dataset: str,
+                 root: str | Path = ".") -> dict[str, Any]:
+    """Every fine-tuning run of one (method, dataset) stage: each init, each seed."""
+    paths = Paths(params, root)
+    runs = finetune_runs(params, method, dataset)
+    results = {run.dirname: metrics for run, metrics in
+               zip(runs, finetune_many(params, runs, root), strict=True)}
+    atomic_write_json(paths.metrics / "finetune" / f"{method}-{dataset}.json", results)
+    return results
+
+
+def finetune_many(params: Params, runs: list[FinetuneRun], root: str | Path = ".",
+                  data_path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Fine-tune each run (all on one dataset); every weights file is checked first."""
+    from upreid.data.readers import read_dataset
+    from upreid.train.finetune import finetune
+
+    paths = Paths(params, root)
+    for run in runs:  # every weights file is there before any long work starts
+        check_init(init_kind(run.init), _init_weights(params, paths, run.init))
+    if len({(r.method, r.dataset) for r in runs}) > 1:
+        raise ValueError("finetune_many: runs of one method and dataset only")
+    method, dataset = runs[0].method, runs[0].dataset
+    data = read_dataset(dataset, data_path or paths.dataset(dataset))
+    mp = getattr(params.finetune, method)
+    data_id = (_manifest_digest(paths) if data_path is None
+               else _listing_digest(Path(data_path)))
+    results = []
+    for run in runs:
+        weights = _init_weights(params, paths, run.init)
+        input_hash = digest(to_dict(mp), params.finetune.arch, to_dict(params.eval), run.seed,
+                            run.init, weights and file_digest(weights), data_id)
+        out = paths.finetune(run)
+
+        def work(on_metrics: MetricsFn, run: FinetuneRun = run, out: Path = out,
+                 weights: str | None = weights) -> dict[str, Any]:
+            return finetune(method, mp, params.finetune.arch, data, init_kind(run.init),
+                            weights, out, params.eval, run.seed,
+                            workers=params.finetune.workers,
+                            channels_last=params.finetune.channels_last, on_metrics=on_metrics)
+
+        results.append(_tracked(
+            params, run.key, input_hash, out,
+            {"finetune": to_dict(mp), "arch": params.finetune.arch, "eval": to_dict(params.eval),
+             "init": run.init, "seed": run.seed, "method": method, "dataset": dataset},
+            work, artifacts=("history.json", "best.pt"),
+            tags={"method": method, "dataset": dataset, "init": run.init, "run_seed": run.seed}))
+    return results
+
+
+def run_spcl(params: Params, setting: str, root: str | Path = ".") -> dict[str, Any]:
+    """SpCL in one setting (``M``: target only; ``P2M``: PersonX -> Market-1501), every init."""
+    if setting not in SPCL_SETTINGS:
+        raise ValueError(f"unknown SpCL setting {setting!r}; valid are {list(SPCL_SETTINGS)}")
+    paths = Paths(params, root)
+    source, target = SPCL_SETTINGS[setting]
+    for init in params.pipeline.inits:
+        check_init(init_kind(init), _init_weights(params, paths, init))
+    results = {init: adapt_one(params, target, source, init, root, setting)
+               for init in params.pipeline.inits}
+    atomic_write_json(paths.metrics / "spcl" / f"{setting}.json", results)
+    return results
+
+
+def adapt_one(params: Params, target_name: str, source_name: str | None, init: str,
+              root: str | Path = ".", setting: str | None = None) -> dict[str, Any]:
+    """One SpCL run on ``target_name`` (with ``source_name``'s labels if given)."""
+    from upreid.data.readers import read_dataset
+    from upreid.train.spcl import adapt
+
+    paths = Paths(params, root)
+    weights = _init_weights(params, paths, init)
+    check_init(init_kind(init), weights)
+    setting = setting or (f"{source_name}2{target_name}" if source_name else target_name)
+    target = read_dataset(target_name, paths.dataset(target_name))
+    source = read_dataset(source_name, paths.dataset(source_name)) if source_name else None
+    input_hash = digest(to_dict(params.spcl), params.finetune.arch, to_dict(params.eval),
+                        params.seed, init, weights and file_digest(weights),
+                        _manifest_digest(paths), source_name, target_name)
+    out = paths.spcl(setting, init)
+
+    def work(on_metrics: MetricsFn) -> dict[str, Any]:
+        return adapt(params.spcl, params.finetune.arch, target, source, init_kind(init),
+                     weights, out, params.eval, params.seed,
+                     workers=params.finetune.workers, on_metrics=on_metrics)
+
+    return _tracked(
+        params, f"spcl/{setting}/{init}", input_hash, out,
+        {"spcl": to_dict(params.spcl), "arch": params.finetune.arch, "init": init,
+         "setting": setting, "seed": params.seed, "source": source_name, "target": target_name},
+        work, artifacts=("history.json",), tags={"setting": setting, "init": init})
+
+
+def ablate_variant(params: Params, variant: str, root: str | Path = ".") -> dict[str, Any]:
+    """Pre-train ``variant`` and the full model, fine-tune MGN on CUHK03 from each (reusing
+    finished runs), and return both rows."""
+    from upreid.experiments import ABLATION_STAGE
+
+    method, dataset = ABLATION_STAGE
+    for name in dict.fromkeys((variant, "upreid")):
+        run_pretrain(params, name, root)
+    runs = [FinetuneRun(method, dataset, name, params.seed)
+            for name in dict.fromkeys((variant, "upreid"))]
+    return {r.init: m for r, m in zip(runs, finetune_many(params, runs, root), strict=True)}
+
+
+def load_embedder(checkpoint: str | Path) -> tuple[Any, int, int]:
+    """``(embed, height, width)`` for a fine-tuned checkpoint (best.pt / last.pt) or an
+    exported pre-trained backbone (backbone.pt: global-average-pooled trunk features)."""
+    import torch
+
+    from upreid.train.finetune import embedder, load_finetuned
+
+    blob = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if isinstance(blob, dict) and "method" in blob:
+        model, _method, height, width = load_finetuned(checkpoint)
+        return embedder(model), height, width
+    from upreid.models.backbone import build_backbone, load_backbone_file
+
+    arch = blob.get("arch", "resnet50") if isinstance(blob, dict) else "resnet50"
+    trunk = build_backbone(arch)
+    load_backbone_file(trunk, checkpoint)
+    trunk.eval()
+    height, width = (blob.get("height", 256), blob.get("width", 128))
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        return trunk(x).mean(dim=(2, 3))
+
+    return embed, height, width
+
+
+def evaluate_checkpoint(params: Params, checkpoint: str | Path, data_path: str | Path,
+                        fmt: str, out: str | Path) -> dict[str, Any]:
+    """Metrics of a checkpoint on a dataset, written to ``out/metrics.json`` with a picture of
+    ranked lists in ``out/ranks.png``."""
+    from upreid.data.readers import read_dataset
+    from upreid.eval.evaluate import evaluate_with_distances
+    from upreid.eval.visualize import ranked_list_png
+
+    data = read_dataset(fmt, data_path)
+    embed, height, width = load_embedder(checkpoint)
+    metrics, distmat, query, gallery = evaluate_with_distances(embed, data, params.eval,
+                                                               height, width)
+    out = Path(out)
+    atomic_write_json(out / "metrics.json", {"checkpoint": str(checkpoint),
+                                              "data": str(data_path), **metrics})
+    ranked_list_png(distmat, query, gallery, out / "ranks.png")
+    return metrics
+
+
+def search_gallery(params: Params, checkpoint: str | Path, query: str | Path,
+                   gallery: str | Path, topk: int) -> list[tuple[str, float]]:
+    """The ``topk`` gallery images nearest to ``query``."""
+    from upreid.eval.search import search
+
+    embed, height, width = load_embedder(checkpoint)
+    return search(embed, query, gallery, height, width, topk)
+
+
+def run_report(params: Params, root: str | Path = ".") -> dict[str, Any]:
+    """Write the paper's tables and figures to ``reports/`` from the MLflow runs."""
+    from upreid.report.tables import write_reports
+
+    paths = Paths(params, root)
+    summary = write_reports(params, paths.reports, root=paths.root)
+    atomic_write_json(paths.metrics / "report.json", summary)
+    return summary
+
+
+PRETRAIN_NAMES = tuple(PRETRAIN_VARIANTS)
+
+
+def relaunch_distributed(params: Params, argv: list[str]) -> None:
+    """Replace this process by ``torchrun`` over the same script when ``launch`` asks for more
+    than one process and we are not already under torchrun."""
+    launch = params.launch
+    if launch.nproc_per_node * launch.nnodes <= 1 or "LOCAL_RANK" in os.environ:
+        return
+    cmd = ["torchrun", f"--nproc_per_node={launch.nproc_per_node}", f"--nnodes={launch.nnodes}"]
+    if launch.nnodes > 1:
+        cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={launch.rdzv_endpoint}"]
+    else:
+        cmd += ["--standalone"]
+    log.info("relaunching under %s", " ".join(cmd))
+    os.execvp(cmd[0], [*cmd, *argv])
+
+
+def where(params: Params, root: str | Path = ".") -> str:
+    """Where the results are and how to browse the runs."""
+    paths = Paths(params, root)
+    uri = tracking.tracking_uri(root)
+    ui = (f"mlflow ui --backend-store-uri {uri} --port 5000" if uri.startswith("sqlite")
+          else f"open {uri}")
+    return (f"Tables and figures: {paths.reports.resolve() / 'README.md'}\n"
+            f"MLflow runs (experiment upreid-{params.profile}): {ui}  then open "
+            "http://127.0.0.1:5000")

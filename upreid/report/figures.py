@@ -1,0 +1,70 @@
+"""Figures 4-6 (mAP against fine-tuning epoch per initialisation) and Figure 7 (patch loss
+against pre-training step per positive scheme), from MLflow metric histories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from upreid import tracking  # noqa: E402
+
+if TYPE_CHECKING:
+    from upreid.report.tables import Runs
+
+LABELS = {"scratch": "Scratch", "insup": "INSUP", "moco": "Moco", "upreid": "UP-ReID",
+          "cc": "Baseline w CC", "icc": "Baseline w ICC", "random": "random positive",
+          "online": "online positive"}
+# name -> (method, datasets, inits): Figure 4 BDB, Figure 6 MGN, Figure 5 MGN ablations on CUHK03.
+CURVES = {
+    "figure4_bdb": ("bdb", ("cuhk03", "market1501", "personx"), ("scratch", "insup", "moco", "upreid")),
+    "figure5_mgn_ablation": ("mgn", ("cuhk03",), ("moco", "cc", "icc", "upreid")),
+    "figure6_mgn": ("mgn", ("cuhk03", "market1501", "personx"), ("scratch", "insup", "moco", "upreid")),
+}
+PATCH_LOSS = "loss_patch"
+
+
+def _history(runs: Runs, prefix: str, metric: str, root: str | Path) -> list[tuple[int, float]]:
+    ids = runs.ids(prefix)
+    return tracking.metric_history(ids[0], metric, root) if ids else []
+
+
+def write_curves(runs: Runs, folder: Path, root: str | Path = ".") -> list[str]:
+    """Write every figure whose runs exist; return their paths relative to ``reports/``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (method, datasets, inits) in CURVES.items():
+        fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.2), squeeze=False)
+        for ax, dataset in zip(axes[0], datasets):
+            for init in inits:
+                points = _history(runs, f"finetune/{method}/{dataset}/{init}/s0", "mAP", root)
+                if points:
+                    ax.plot(*zip(*points), marker="o", label=LABELS[init])
+            ax.set(title=f"{method.upper()} {dataset}", xlabel="fine-tuning epoch", ylabel="mAP (%)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        written.append(_save(fig, folder / f"{name}.png"))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for variant in ("upreid", "random", "online"):
+        points = _history(runs, f"pretrain/{variant}", PATCH_LOSS, root)
+        if points:
+            label = "symmetric positive" if variant == "upreid" else LABELS[variant]
+            ax.plot(*zip(*points), label=label)
+    ax.set(title="Figure 7: patch contrast loss", xlabel="pre-training step", ylabel="loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    written.append(_save(fig, folder / "figure7_positive_schemes.png"))
+    return [str(Path("figures") / "curves" / Path(w).name) for w in written]
+
+
+def _save(fig: plt.Figure, path: Path) -> str:
+    tmp = path.with_suffix(".tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return str(path)

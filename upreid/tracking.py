@@ -1,0 +1,227 @@
+"""MLflow, in one place: stage runs nested under a pipeline run, their params, metrics, tags
+and artifacts, and reading them back for the report. No other module imports ``mlflow``.
+
+The store is ``sqlite:///<project>/mlflow.db`` unless ``MLFLOW_TRACKING_URI`` names another
+(a remote ``http://`` server, say). A remote server is checked before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_PREFIX = "upreid"
+TAG = "upreid."
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or used."""
+
+
+def tracking_uri(root: str | Path = ".") -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the sqlite store in ``root``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raise :class:`TrackingError` when an HTTP tracking server does not answer ``/health``."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            if resp.status != 200:
+                raise TrackingError(f"MLflow server {uri} answered /health with {resp.status}")
+    except (urllib.error.URLError, OSError) as err:
+        raise TrackingError(
+            f"MLflow server {uri} is unreachable ({err}); start it, or unset "
+            "MLFLOW_TRACKING_URI to use the local store mlflow.db") from err
+
+
+def _client(uri: str) -> Any:
+    import mlflow  # heavy: imported when tracking is used
+
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
+
+
+def _experiment_id(client: Any, profile: str) -> str:
+    name = f"{EXPERIMENT_PREFIX}-{profile}"
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # created meanwhile by another process
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _pipeline_run(client: Any, exp_id: str, profile: str, commit: str) -> str:
+    """The pipeline run of this profile and commit: found, or created."""
+    key = f"{profile}@{commit}"
+    found = client.search_runs([exp_id], f"tags.`{TAG}pipeline` = '{key}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(exp_id, run_name=f"pipeline {key}",
+                            tags={f"{TAG}pipeline": key, f"{TAG}profile": profile,
+                                  f"{TAG}commit": commit})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params as ``a.b.c -> str(value)`` (MLflow params are flat strings)."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = str(list(value) if isinstance(value, tuple) else value)[:6000]
+    return out
+
+
+@dataclass
+class StageRun:
+    """One stage's MLflow run. ``log_metrics`` buffers and flushes in batches; a failing remote
+    store is reported once and never stops training (the stage's own files keep every value)."""
+
+    client: Any
+    run_id: str
+    flush_every: float = 5.0
+    _buffer: list[Any] = field(default_factory=list)
+    _last_flush: float = field(default_factory=time.monotonic)
+    _broken: bool = False
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        self._buffer += [Metric(k, float(v), stamp, int(step)) for k, v in metrics.items()
+                         if isinstance(v, int | float)]
+        if time.monotonic() - self._last_flush > self.flush_every or len(self._buffer) > 900:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        while self._buffer and not self._broken:
+            batch, self._buffer = self._buffer[:900], self._buffer[900:]
+            try:
+                self.client.log_batch(self.run_id, metrics=batch)
+            except Exception as err:  # a remote store that went away: keep training
+                self._broken = True
+                log.error("MLflow logging failed (%s); training goes on, metrics stay in the "
+                          "stage's own files", err)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        elif path.is_file():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+@contextmanager
+def stage_run(key: str, *, profile: str, params: Mapping[str, Any], tags: Mapping[str, Any],
+              commit: str, root: str | Path = ".") -> Iterator[StageRun]:
+    """A run named ``key`` nested under the pipeline run; FAILED if the body raises."""
+    uri = tracking_uri(root)
+    check_reachable(uri)
+    client = _client(uri)
+    exp_id = _experiment_id(client, profile)
+    parent = _pipeline_run(client, exp_id, profile, commit)
+    all_tags = {"mlflow.parentRunId": parent, f"{TAG}key": key, f"{TAG}stage": key.split("/")[0],
+                f"{TAG}profile": profile, f"{TAG}commit": commit,
+                **{f"{TAG}{k}": str(v) for k, v in tags.items()}}
+    run = client.create_run(exp_id, run_name=key, tags=all_tags)
+    from mlflow.entities import Param
+
+    flat = [Param(k, v) for k, v in flatten(params).items()]
+    for i in range(0, len(flat), 90):
+        client.log_batch(run.info.run_id, params=flat[i:i + 90])
+    stage = StageRun(client, run.info.run_id)
+    try:
+        yield stage
+    except BaseException:
+        stage.flush()
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    stage.flush()
+    client.set_terminated(run.info.run_id, "FINISHED")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    key: str
+    run_id: str
+    tags: dict[str, str]
+    metrics: dict[str, float]  # last value of each metric
+    params: dict[str, str]
+
+
+def latest_runs(profile: str, root: str | Path = ".") -> dict[str, RunRecord]:
+    """The newest FINISHED run of each stage key of ``profile``."""
+    uri = tracking_uri(root)
+    check_reachable(uri)
+    client = _client(uri)
+    exp = client.get_experiment_by_name(f"{EXPERIMENT_PREFIX}-{profile}")
+    if exp is None:
+        return {}
+    out: dict[str, RunRecord] = {}
+    token = None
+    while True:
+        page = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"], max_results=1000,
+                                  page_token=token)
+        for run in page:
+            key = run.data.tags.get(f"{TAG}key")
+            if key and key not in out:
+                out[key] = RunRecord(key, run.info.run_id, dict(run.data.tags),
+                                     dict(run.data.metrics), dict(run.data.params))
+        token = page.token
+        if not token:
+            return out
+
+
+def find_run(profile: str, key: str, input_hash: str, root: str | Path = ".") -> str | None:
+    """The id of a FINISHED run of ``key`` made from the same inputs, if one exists."""
+    uri = tracking_uri(root)
+    client = _client(uri)
+    exp = client.get_experiment_by_name(f"{EXPERIMENT_PREFIX}-{profile}")
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        f"tags.`{TAG}key` = '{key}' and tags.`{TAG}input_hash` = '{input_hash}' "
+        "and attributes.status = 'FINISHED'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def metric_history(run_id: str, name: str, root: str | Path = ".") -> list[tuple[int, float]]:
+    """``(step, value)`` of one metric of one run, by step."""
+    client = _client(tracking_uri(root))
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+
+
+def dump_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
