@@ -19,11 +19,12 @@ if TYPE_CHECKING:
 LABELS = {"scratch": "Scratch", "insup": "INSUP", "moco": "Moco", "upreid": "UP-ReID",
           "cc": "Baseline w CC", "icc": "Baseline w ICC", "random": "random positive",
           "online": "online positive"}
+INITS = ("scratch", "insup", "moco", "upreid")
 # name -> (method, datasets, inits): Figure 4 BDB, Figure 6 MGN, Figure 5 MGN ablations on CUHK03.
 CURVES = {
-    "figure4_bdb": ("bdb", ("cuhk03", "market1501", "personx"), ("scratch", "insup", "moco", "upreid")),
+    "figure4_bdb": ("bdb", ("cuhk03", "market1501", "personx"), INITS),
     "figure5_mgn_ablation": ("mgn", ("cuhk03",), ("moco", "cc", "icc", "upreid")),
-    "figure6_mgn": ("mgn", ("cuhk03", "market1501", "personx"), ("scratch", "insup", "moco", "upreid")),
+    "figure6_mgn": ("mgn", ("cuhk03", "market1501", "personx"), INITS),
 }
 PATCH_LOSS = "loss_patch"
 
@@ -39,26 +40,33 @@ def write_curves(runs: Runs, folder: Path, root: str | Path = ".") -> list[str]:
     written = []
     for name, (method, datasets, inits) in CURVES.items():
         fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.2), squeeze=False)
-        for ax, dataset in zip(axes[0], datasets):
+        for ax, dataset in zip(axes[0], datasets, strict=False):
             for init in inits:
                 points = _history(runs, f"finetune/{method}/{dataset}/{init}/s0", "mAP", root)
                 if points:
-                    ax.plot(*zip(*points), marker="o", label=LABELS[init])
-            ax.set(title=f"{method.upper()} {dataset}", xlabel="fine-tuning epoch", ylabel="mAP (%)")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+                    ax.plot(*zip(*points, strict=False), marker="o", label=LABELS[init])
+            ax.set(title=f"{method.upper()} {dataset}", xlabel="fine-tuning epoch",
+                   ylabel="mAP (%)")
+            _finish(ax)
         written.append(_save(fig, folder / f"{name}.png"))
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for variant in ("upreid", "random", "online"):
         points = _history(runs, f"pretrain/{variant}", PATCH_LOSS, root)
         if points:
             label = "symmetric positive" if variant == "upreid" else LABELS[variant]
-            ax.plot(*zip(*points), label=label)
+            ax.plot(*zip(*points, strict=False), label=label)
     ax.set(title="Figure 7: patch contrast loss", xlabel="pre-training step", ylabel="loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _finish(ax)
     written.append(_save(fig, folder / "figure7_positive_schemes.png"))
     return [str(Path("figures") / "curves" / Path(w).name) for w in written]
+
+
+def _finish(ax: plt.Axes) -> None:
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "runs absent", ha="center", va="center", transform=ax.transAxes)
 
 
 def _save(fig: plt.Figure, path: Path) -> str:

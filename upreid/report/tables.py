@@ -113,7 +113,8 @@ def _ordering(label: str, better: Value, worse: Value) -> tuple[str, bool | None
     spread = max(better.std or 0.0, worse.std or 0.0)
     tail = f", seed std up to {spread:.1f}" if spread else ", one seed"
     verdict = "holds" if holds else "does NOT hold"
-    return f"{label}: {verdict} here ({better.mean:.1f} vs {worse.mean:.1f}, gap {gap:+.1f}{tail})", holds
+    text = f"{label}: {verdict} here ({better.mean:.1f} vs {worse.mean:.1f}, gap {gap:+.1f}{tail})"
+    return text, holds
 
 
 def table1(runs: Runs, inits: Sequence[str]) -> Table:
@@ -131,8 +132,8 @@ def table1(runs: Runs, inits: Sequence[str]) -> Table:
                 row.append(f"{ours} | {'/'.join(map(_fmt, pub)) if pub else 'n/a'}")
             rows.append(row)
         for d in datasets:
-            line, holds = _ordering(f"{METHOD_NAMES[method]} {DATASET_NAMES[d]} mAP, UP-ReID > Moco",
-                                    runs.finetune(method, d, "upreid", "mAP"),
+            label = f"{METHOD_NAMES[method]} {DATASET_NAMES[d]} mAP, UP-ReID > Moco"
+            line, holds = _ordering(label, runs.finetune(method, d, "upreid", "mAP"),
                                     runs.finetune(method, d, "moco", "mAP"))
             gain_paper = paper.TABLE1_R1_GAIN.get(method, {}).get(d)
             up, mo = (runs.finetune(method, d, i, "rank1").mean for i in ("upreid", "moco"))

@@ -1,0 +1,92 @@
+"""Every benchmark, side by side, into reports/benchmarks.md (with the machine described).
+
+    python benchmarks/run_all.py [--skip-e2e] [--default-json reports/pipeline_default.json]
+
+Runs bench_eval (metrics vs the per-query reference), bench_pretrain (MoCo vs UP-ReID images/s,
+loader images/s), bench_finetune (images/s per method) and the quick profile's end-to-end wall
+time and peak memory; the default profile's, measured once by measure_pipeline.py, is read from
+its JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"{cpu}; {os.cpu_count()} cores; {mem:.0f} GiB RAM; GPU: {gpu}; "
+            f"Python {platform.python_version()}; torch {torch.__version__}; {platform.system()}")
+
+
+def run(script: str, *args: str) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        out = Path(fh.name)
+    cmd = [sys.executable, str(HERE / script), *args, "--json", str(out)]
+    print("$", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True)
+    return json.loads(out.read_text())
+
+
+def section(title: str, result: dict) -> list[str]:
+    lines = [f"## {title}", "", "```", json.dumps(result, indent=1), "```", ""]
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--eval-args", default="", help="extra args for bench_eval.py")
+    ap.add_argument("--default-json", type=Path, default=ROOT / "reports" /
+                    "pipeline_default.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks.md")
+    args = ap.parse_args()
+    lines = ["# Benchmarks", "", f"Machine: {machine()}", "",
+             "Produced by `python benchmarks/run_all.py`. Ratios are measured side by side in "
+             "one run; medians over steps.", ""]
+    lines += section("Evaluation: ours vs the per-query reference loop",
+                     run("bench_eval.py", *args.eval_args.split()))
+    lines += section("Pre-training: MoCo v2 vs UP-ReID, and the data loader",
+                     run("bench_pretrain.py"))
+    lines += section("Fine-tuning: images/s per method", run("bench_finetune.py"))
+    if not args.skip_e2e:
+        lines += section("End to end: quick profile (`dvc repro`, fresh copy)",
+                         run("measure_pipeline.py", "--profile", "quick"))
+    if args.default_json.is_file():
+        lines += section("End to end: default profile (recorded run)",
+                         json.loads(args.default_json.read_text()))
+    gpu = ROOT / "reports" / "benchmarks_gpu.json"
+    if gpu.is_file():
+        lines += section("GPU: paper-profile pre-training steps", json.loads(gpu.read_text()))
+    else:
+        lines += ["## GPU", "", "No GPU measurement recorded (no accelerator was available when "
+                  "this report was produced); the bf16/channels_last path is exercised on CPU "
+                  "by the tests.", ""]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
