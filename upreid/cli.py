@@ -178,6 +178,16 @@ def search(checkpoint: Path, query: Annotated[Path, typer.Option(help="query ima
 
 
 @app.command()
+def explain(checkpoints: Annotated[list[Path], typer.Argument(help="one or more checkpoints")],
+            images: Annotated[list[Path], typer.Option("--images", help="query images")],
+            out: Annotated[Path, typer.Option()] = Path("explain.png")) -> None:
+    """Feature-response maps of each checkpoint's trunk over a few images (Figure 8)."""
+    from upreid.pipeline import explain_checkpoints
+
+    typer.echo(f"wrote {explain_checkpoints(checkpoints, images, out)}")
+
+
+@app.command()
 def tables() -> None:
     """Write the paper's tables and figures to reports/ from the MLflow runs."""
     from upreid.pipeline import run_report, where

@@ -380,6 +380,50 @@ def evaluate_checkpoint(params: Params, checkpoint: str | Path, data_path: str |
     return metrics
 
 
+def load_trunk(checkpoint: str | Path) -> tuple[Any, int, int]:
+    """``(trunk, height, width)`` of a fine-tuned checkpoint or an exported backbone."""
+    import torch
+
+    from upreid.models.backbone import build_backbone, load_backbone_file
+    from upreid.report.explain import find_trunk
+
+    blob = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if isinstance(blob, dict) and "method" in blob:
+        from upreid.train.finetune import load_finetuned
+
+        model, _method, height, width = load_finetuned(checkpoint)
+        return find_trunk(model), height, width
+    trunk = build_backbone(blob.get("arch", "resnet50"))
+    load_backbone_file(trunk, checkpoint)
+    return trunk, blob.get("height", 256), blob.get("width", 128)
+
+
+def explain_checkpoints(checkpoints: list[Path], images: list[Path], out: Path,
+                        names: list[str] | None = None) -> Path:
+    """Figure 8: response maps of each checkpoint side by side."""
+    from upreid.report.explain import explain_png
+
+    names = names or [f"{Path(c).parent.name}/{Path(c).name}" for c in checkpoints]
+    models = {n: load_trunk(c) for n, c in zip(names, checkpoints, strict=True)}
+    return explain_png(models, images, out)
+
+
+def figure8(params: Params, root: str | Path = ".", count: int = 4) -> Path | None:
+    """Figure 8 from the BoT runs on Market-1501 fine-tuned from MoCo and from UP-ReID."""
+    from upreid.data.readers import read_dataset
+
+    paths = Paths(params, root)
+    ckpts = [paths.finetune(FinetuneRun("bot", "market1501", init, params.seed)) / "best.pt"
+             for init in ("moco", "upreid")]
+    if not all(c.is_file() for c in ckpts):
+        return None
+    query = read_dataset("market1501", paths.dataset("market1501")).query
+    step = max(1, len(query) // count)
+    images = [Path(r.path) for r in query[::step][:count]]
+    return explain_checkpoints(ckpts, images, paths.reports / "figures" / "figure8_explain.png",
+                               names=["BoT from MoCo", "BoT from UP-ReID"])
+
+
 def search_gallery(params: Params, checkpoint: str | Path, query: str | Path,
                    gallery: str | Path, topk: int) -> list[tuple[str, float]]:
     """The ``topk`` gallery images nearest to ``query``."""
@@ -394,6 +438,7 @@ def run_report(params: Params, root: str | Path = ".") -> dict[str, Any]:
     from upreid.report.tables import write_reports
 
     paths = Paths(params, root)
+    figure8(params, root)
     summary = write_reports(params, paths.reports, root=paths.root)
     atomic_write_json(paths.metrics / "report.json", summary)
     return summary

@@ -273,6 +273,9 @@ def _write_index(out: Path, params: Params, tables: list[Table], figures: list[s
              "## Tables", ""]
     lines += [f"- [{t.title}](tables/{t.name}.md) ([csv](tables/{t.name}.csv))" for t in tables]
     lines += ["", "## Figures", ""] + [f"- [{Path(f).stem}]({f})" for f in figures]
+    if (out / "figures" / "figure8_explain.png").is_file():
+        lines.append("- [figure8: feature-response maps, BoT from MoCo vs from UP-ReID]"
+                     "(figures/figure8_explain.png)")
     lines += ["- [contact sheet of the generated data](figures/contact_sheet.png)", "",
               "## Headline cells (MGN mAP, mean ± std over seeds)", ""]
     lines += [f"- {k}: {v}" for k, v in headline.items()]
