@@ -394,8 +394,8 @@ def resolve(raw: Mapping[str, Any], profile: str | None = None) -> dict[str, Any
     if profile in profiles:
         base = deep_merge(base, profiles[profile] or {}, f"profiles.{profile}")
     elif profile != "default":
-        raise ParamsError(
-            f"params.profile: unknown profile {profile!r}; valid are {sorted({'default', *profiles})}")
+        valid = sorted({"default", *profiles})
+        raise ParamsError(f"params.profile: unknown profile {profile!r}; valid are {valid}")
     return {"profile": profile, **base}
 
 
