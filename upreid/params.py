@@ -201,6 +201,7 @@ class PretrainParams:
     hm: bool
     patches: int  # N = 2R
     positive: Literal["symmetric", "random", "online"]
+    bn_splits: int  # shuffle-BN groups of the EMA encoder within one process
     workers: int
     checkpoint_every_steps: int  # 0: only at epoch ends
     channels_last: bool
@@ -211,7 +212,8 @@ class PretrainParams:
         where = "pretrain"
         _positive(where, height=self.height, width=self.width, batch_size=self.batch_size,
                   epochs=self.epochs, lr=self.lr, queue_size=self.queue_size, dim=self.dim,
-                  hidden_dim=self.hidden_dim, temperature_global=self.temperature_global,
+                  hidden_dim=self.hidden_dim, bn_splits=self.bn_splits,
+                  temperature_global=self.temperature_global,
                   temperature_patch=self.temperature_patch,
                   temperature_consistency=self.temperature_consistency)
         _non_negative(where, weight_decay=self.weight_decay, momentum=self.momentum,

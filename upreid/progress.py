@@ -34,7 +34,7 @@ class Progress:
     def update(self, n: int = 1, **info: float | str) -> None:
         self.done += n
         now = time.perf_counter()
-        if now - self._last >= self.every or self.done >= self.total:
+        if now - self._last >= self.every or self.done == self.total:
             self._last = now
             log.info(self.line(now, info))
 

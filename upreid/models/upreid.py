@@ -1,0 +1,84 @@
+"""UP-ReID (METHOD.md, Sec. 3): MoCo's global contrast plus the intrinsic patch contrast with
+horizontally-symmetric hard mining (ICC, Eq. 8-10) and the augmented-vs-original global
+consistency (CC, Eq. 2-4). Total: ``L = L_icc + lambda_cc * L_cc`` (Eq. 1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from upreid.losses.contrastive import (
+    consistency_loss,
+    multi_positive_nce,
+    patch_positives,
+    select_partner,
+)
+from upreid.models.encoder import Queues
+from upreid.models.moco import MoCo
+from upreid.train.distributed import gather
+
+
+def partition(x: Tensor, patches: int) -> Tensor:
+    """Eq. 5-6: ``(B, 3, H, W) -> (N, B, 3, H // R, W // 2)``, ``N = 2R`` patches, patch
+    ``i = (r, c)`` at index ``2r + c``. Rows beyond ``R * (H // R)`` are dropped."""
+    rows = patches // 2
+    b, ch, h, w = x.shape
+    ph, pw = h // rows, w // 2
+    x = x[:, :, : rows * ph, : 2 * pw]
+    x = x.reshape(b, ch, rows, ph, 2, pw).permute(2, 4, 0, 1, 3, 5)  # (R, 2, B, 3, ph, pw)
+    return x.reshape(patches, b, ch, ph, pw)
+
+
+class UPReID(MoCo):
+    """Switches: ``cc`` (consistency), ``icc`` (patch contrast), ``hm`` (hard mining: symmetric
+    positives, per-position queues), ``patches`` (N), ``positive`` (Appendix D scheme).
+    With ``cc`` and ``icc`` off it is exactly MoCo."""
+
+    def __init__(self, arch: str, dim: int, hidden_dim: int, queue_size: int,
+                 ema_momentum: float, tau_global: float, tau_patch: float, tau_cc: float,
+                 lambda_global: float, lambda_patch: float, lambda_cc: float, cc: bool, icc: bool,
+                 hm: bool, patches: int, positive: str, bn_splits: int = 1, seed: int = 0
+                 ) -> None:
+        super().__init__(arch, dim, hidden_dim, queue_size, ema_momentum, tau_global, bn_splits,
+                         seed)
+        self.tau_patch, self.tau_cc = tau_patch, tau_cc
+        self.lambda_global, self.lambda_patch, self.lambda_cc = lambda_global, lambda_patch, lambda_cc
+        self.cc, self.icc, self.hm, self.patches, self.positive = cc, icc, hm, patches, positive
+        gen = torch.Generator().manual_seed(seed + 2)
+        self.patch_queue = Queues(patches if hm else 1, queue_size, dim, gen)
+
+    def patch_contrast(self, x_q: Tensor, x_k: Tensor) -> Tensor:
+        """``(1/N) sum_i L_i`` of Eq. 10 (with HM) or Eq. 8 (without); enqueues the keys."""
+        n = self.patches
+        pq, pk = partition(x_q, n), partition(x_k, n)  # (N, B, 3, h, w)
+        b = pq.shape[1]
+        q = self.online(pq.flatten(0, 1)).view(n, b, -1)  # (N, B, dim)
+        k = self.keys(pk.flatten(0, 1)).view(n, b, -1)  # (N, B, dim)
+        queue = self.patch_queue.keys.clone().detach()
+        if self.hm:
+            positives = patch_positives(k, select_partner(self.positive, q, k))  # (N, B, 2, D)
+            loss = multi_positive_nce(q, positives, queue, self.tau_patch)
+            self.patch_queue.push(gather(k.transpose(0, 1).contiguous()).transpose(0, 1))
+        else:
+            loss = multi_positive_nce(q, k[:, :, None], queue.expand(n, -1, -1), self.tau_patch)
+            idx = torch.randperm(n * b, generator=self.shuffle_gen)[:b]  # any positions
+            self.patch_queue.push(gather(k.flatten(0, 1)[idx.to(k.device)])[None])
+        return loss
+
+    def forward(self, x_o: Tensor, x_q: Tensor, x_k: Tensor) -> dict[str, Tensor]:
+        loss_g, q0, k0 = self.global_contrast(x_q, x_k)
+        out: dict[str, Tensor] = {"loss_global": loss_g.detach()}
+        total = loss_g
+        if self.icc:
+            loss_p = self.patch_contrast(x_q, x_k)
+            total = self.lambda_global * loss_g + self.lambda_patch * loss_p
+            out["loss_patch"] = loss_p.detach()
+        if self.cc:
+            with torch.no_grad():
+                o = self.keys(x_o)  # the original image: EMA encoder, no gradient
+            loss_cc = consistency_loss(q0, k0, o, self.tau_cc)
+            total = total + self.lambda_cc * loss_cc
+            out["loss_cc"] = loss_cc.detach()
+        self.queue.push(gather(k0)[None])
+        out["loss"] = total
+        return out
