@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from upreid.data import transforms
 from upreid.data.dataset import ImageDataset, drop_bad_records
 from upreid.data.readers import (
     check_dataset,
@@ -18,7 +19,6 @@ from upreid.data.readers import (
     read_pool,
 )
 from upreid.data.records import DatasetLayoutError
-from upreid.data import transforms
 
 
 def _jpg(path: Path, color: tuple[int, int, int] = (120, 30, 60)) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from upreid.data.images import LMDB_PREFIX
-from upreid.data.records import DatasetLayoutError, ReIDData, Record
+from upreid.data.records import DatasetLayoutError, Record, ReIDData
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)(?:s\d+)?_.*\.(?:jpg|jpeg|png)$", re.IGNORECASE)

@@ -195,8 +195,8 @@ def _draw_person(draw: ImageDraw.ImageDraw, who: Identity, view: str, cx: float,
         draw.rectangle([cx - head_r * 0.9, top + head_r, cx + head_r * 0.9, neck + 0.06 * size],
                        fill=who.hair)
     if who.hat is not None:
-        draw.rectangle([cx - head_r * 1.1, top - 0.01 * size, cx + head_r * 1.1, top + head_r * 0.6],
-                       fill=who.hat)
+        draw.rectangle([cx - head_r * 1.1, top - 0.01 * size, cx + head_r * 1.1,
+                        top + head_r * 0.6], fill=who.hat)
     if who.backpack is not None and not side:
         if view == "back":
             draw.rounded_rectangle([cx - torso_w * 0.8, neck + 0.04 * size, cx + torso_w * 0.8,

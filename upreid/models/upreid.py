@@ -42,7 +42,8 @@ class UPReID(MoCo):
         super().__init__(arch, dim, hidden_dim, queue_size, ema_momentum, tau_global, bn_splits,
                          seed)
         self.tau_patch, self.tau_cc = tau_patch, tau_cc
-        self.lambda_global, self.lambda_patch, self.lambda_cc = lambda_global, lambda_patch, lambda_cc
+        self.lambda_global, self.lambda_patch = lambda_global, lambda_patch
+        self.lambda_cc = lambda_cc
         self.cc, self.icc, self.hm, self.patches, self.positive = cc, icc, hm, patches, positive
         gen = torch.Generator().manual_seed(seed + 2)
         self.patch_queue = Queues(patches if hm else 1, queue_size, dim, gen)
