@@ -82,7 +82,9 @@ def _evaluate(model: nn.Module, data: ReIDData, eval_params: EvalParams, mp: Met
               workers: int) -> dict[str, float]:
     from upreid.eval.evaluate import evaluate
 
-    metrics = evaluate(embedder(model), data, eval_params, mp.height, mp.width, workers=workers)
+    with torch.random.fork_rng():  # evaluation leaves the training RNG stream untouched
+        metrics = evaluate(embedder(model), data, eval_params, mp.height, mp.width,
+                           workers=workers)
     model.train()
     return {k: float(metrics[k]) for k in EVAL_KEYS}
 

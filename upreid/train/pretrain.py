@@ -173,8 +173,6 @@ def _train_epoch(ctx: dict[str, Any], loader: DataLoader, resumed: dict[str, Any
     sums: dict[str, float] = {}
     tick = time.perf_counter()
     for (x_o, x_q, x_k), *_ in batches:
-        if state.step >= ctx["total"]:
-            return
         mf = torch.channels_last if pp.channels_last else torch.contiguous_format
         x_o, x_q, x_k = (t.to(device, non_blocking=True).contiguous(memory_format=mf)
                          for t in (x_o, x_q, x_k))
@@ -204,9 +202,13 @@ def _train_epoch(ctx: dict[str, Any], loader: DataLoader, resumed: dict[str, Any
         if ctx["on_metrics"] is not None:
             ctx["on_metrics"](row, state.step)
         progress.update(epoch=state.epoch, loss=row["loss"], img_s=rate)
-        every = pp.checkpoint_every_steps
-        if every and state.step % every == 0 and state.in_epoch < len(loader):
-            _checkpoint(ctx)
+        if state.in_epoch < len(loader):
+            if state.step >= ctx["total"]:  # max_steps reached mid-epoch: keep it resumable
+                _checkpoint(ctx)
+                return
+            every = pp.checkpoint_every_steps
+            if every and state.step % every == 0:
+                _checkpoint(ctx)
     state.epoch += 1
     state.in_epoch = 0
     _checkpoint(ctx)

@@ -197,6 +197,7 @@ def _evaluate(model: nn.Module, data: ReIDData, eval_params: EvalParams, sp: Spc
     from upreid.eval.evaluate import evaluate
 
     model.eval()
-    metrics = evaluate(model, data, eval_params, sp.height, sp.width, workers=workers)
+    with torch.random.fork_rng():  # evaluation leaves the training RNG stream untouched
+        metrics = evaluate(model, data, eval_params, sp.height, sp.width, workers=workers)
     model.train()
     return {k: float(metrics[k]) for k in EVAL_KEYS}

@@ -1,0 +1,133 @@
+"""The pre-training loop: resume equals uninterrupted, NaN stops cleanly, export loads."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from upreid.data.records import Record
+from upreid.experiments import pretrain_variant
+from upreid.models.backbone import build_backbone, load_backbone_file
+from upreid.params import load_params
+from upreid.train import pretrain as loop
+from upreid.train.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pp(variant: str = "upreid", **kw: object):
+    base = load_params(ROOT / "params.yaml", "quick").pretrain
+    pp = pretrain_variant(base, variant)
+    small = dict(height=32, width=16, batch_size=8, epochs=2, queue_size=16, hidden_dim=16,
+                 dim=8, workers=0, patches=4, warmup_epochs=1, channels_last=False)
+    return dataclasses.replace(pp, **{**small, **kw})
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_after_kill_equals_uninterrupted(tiny_pool: list[Record], tmp_path: Path) -> None:
+    pp = _pp(checkpoint_every_steps=2)
+    full = loop.pretrain(pp, tiny_pool, tmp_path / "full", seed=3)
+    assert full["steps"] == 6  # 24 images / batch 8 x 2 epochs
+    # a run that dies after 4 steps (mid-epoch 2, right after a step checkpoint) ...
+    loop.pretrain(pp, tiny_pool, tmp_path / "cut", seed=3, max_steps=4)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["step"] == 4
+    # ... and is started again with the same arguments
+    loop.pretrain(pp, tiny_pool, tmp_path / "cut", seed=3)
+    a, b = _weights(tmp_path / "full" / "checkpoint.pt"), _weights(tmp_path / "cut" / "checkpoint.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_pool: list[Record], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    pp = _pp("moco", epochs=2)
+    loop.pretrain(pp, tiny_pool, tmp_path, seed=0, max_steps=3)  # one epoch: checkpoint at 3
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    from upreid.models import moco
+
+    def poisoned(q, k, queue, tau):
+        return (q * float("nan")).sum()
+
+    monkeypatch.setattr(moco, "info_nce", poisoned)
+    with pytest.raises(loop.NonFiniteLoss, match="last good checkpoint kept"):
+        loop.pretrain(pp, tiny_pool, tmp_path, seed=0)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_exported_backbone_loads_and_logs_every_loss(tiny_pool: list[Record],
+                                                     tmp_path: Path) -> None:
+    rows: list[tuple[int, dict[str, float]]] = []
+    pp = _pp(epochs=1)
+    loop.pretrain(pp, tiny_pool, tmp_path, seed=0, on_metrics=lambda m, s: rows.append((s, m)))
+    assert [s for s, _ in rows] == [1, 2, 3]
+    assert {"loss", "loss_global", "loss_patch", "loss_cc", "lr", "images_per_s"} <= set(rows[0][1])
+    trunk = build_backbone(pp.arch)
+    weights = load_backbone_file(trunk, tmp_path / "backbone.pt")
+    model = load_checkpoint(tmp_path / "checkpoint.pt")["model"]
+    assert torch.equal(weights["conv1.weight"], model["online.backbone.conv1.weight"])
+    # a public MoCo/LUPerson-style checkpoint (module.encoder_q.*) imports too
+    public = {f"module.encoder_q.{k}": v for k, v in trunk.state_dict().items()}
+    public["module.encoder_k.conv1.weight"] = torch.zeros(1)
+    torch.save({"state_dict": public}, tmp_path / "public.pth")
+    other = build_backbone(pp.arch)
+    load_backbone_file(other, tmp_path / "public.pth")
+    assert torch.equal(other.conv1.weight, trunk.conv1.weight)
+
+
+def test_lr_schedule_warms_up_then_decays() -> None:
+    factors = [loop.lr_factor(s, 2, 10) for s in range(10)]
+    assert factors[0] == pytest.approx(0.5) and factors[1] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[1:], factors[2:]))
+    assert factors[-1] < 0.05
+
+
+def test_two_process_torchrun_keeps_ranks_identical(tiny_pool: list[Record],
+                                                    tmp_path: Path) -> None:
+    script = tmp_path / "ddp.py"
+    out = tmp_path / "out"
+    out.mkdir()
+    script.write_text(
+        "import os, sys, torch\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from upreid.data.records import Record\n"
+        "from upreid.train import pretrain as loop\n"
+        "import dataclasses, importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('t', {str(Path(__file__))!r})\n"
+        "t = importlib.util.module_from_spec(spec); spec.loader.exec_module(t)\n"
+        f"records = [Record(p, -1, 0) for p in {[r.path for r in tiny_pool]!r}]\n"
+        "models, build, cleanup = [], loop.build_model, loop.cleanup\n"
+        "def capture(pp, seed):\n"
+        "    models.append(build(pp, seed))\n"
+        "    return models[-1]\n"
+        "def dump():\n"
+        "    import torch.distributed as dist\n"
+        f"    path = {str(out)!r} + f'/rank{{dist.get_rank()}}.pt'\n"
+        "    torch.save(models[0].state_dict(), path)\n"
+        "    cleanup()\n"
+        "loop.build_model, loop.cleanup = capture, dump\n"
+        "loop.pretrain(t._pp(epochs=1, batch_size=8), records, "
+        f"{str(out)!r}, seed=0, max_steps=2)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
+    # weights, EMA weights and queues agree; BN running statistics are per-rank by design
+    shared = [k for k in a if not k.endswith(("running_mean", "running_var",
+                                               "num_batches_tracked"))]
+    assert any(k.startswith("queue") for k in shared) and any("ema." in k for k in shared)
+    for key in shared:
+        assert torch.equal(a[key], b[key]), key
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
+    assert (out / "backbone.pt").is_file()
