@@ -42,7 +42,8 @@ def test_resume_after_kill_equals_uninterrupted(tiny_pool: list[Record], tmp_pat
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["step"] == 4
     # ... and is started again with the same arguments
     loop.pretrain(pp, tiny_pool, tmp_path / "cut", seed=3)
-    a, b = _weights(tmp_path / "full" / "checkpoint.pt"), _weights(tmp_path / "cut" / "checkpoint.pt")
+    a = _weights(tmp_path / "full" / "checkpoint.pt")
+    b = _weights(tmp_path / "cut" / "checkpoint.pt")
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key

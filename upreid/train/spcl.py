@@ -55,10 +55,12 @@ class SpCLNet(nn.Module):
 def _batches(records: Sequence[Record], labels: Sequence[int], sp: SpclParams, seed: int,
              epoch: int, workers: int) -> Iterator[tuple[Tensor, Tensor]]:
     """Endless ``(images, memory indices)`` batches of ``batch_size / k`` (pseudo) identities."""
-    sampler = PKSampler(labels, sp.batch_size // sp.k, sp.k, seed)
+    # few (pseudo) identities early on, e.g. everything in one cluster: fewer per batch
+    p = max(1, min(sp.batch_size // sp.k, len({v for v in labels if v >= 0})))
+    sampler = PKSampler(labels, p, sp.k, seed)
     sampler.set_epoch(epoch)
     loader = DataLoader(ImageDataset(records, train_transform(sp.height, sp.width)),
-                        batch_size=sp.batch_size, sampler=sampler, num_workers=workers,
+                        batch_size=p * sp.k, sampler=sampler, num_workers=workers,
                         collate_fn=collate, drop_last=True)
     for round_ in itertools.count():
         sampler.set_epoch(epoch * 1000 + round_)
