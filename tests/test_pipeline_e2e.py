@@ -52,7 +52,7 @@ def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                 "finetune/pcb/personx/moco/s0", "spcl/P2M/upreid"):
         assert key in runs, sorted(runs)
         assert "mAP" in runs[key].metrics or "loss" in runs[key].metrics
-    assert "mAP" in runs["finetune/bot/msmt17/scratch/s0"].metrics
+    assert "mAP" in runs["finetune/bot/msmt17/moco/s0"].metrics
     parents = {r.tags["mlflow.parentRunId"] for r in runs.values()}
     assert len(parents) == 1
 
