@@ -67,9 +67,17 @@ def main() -> None:
              "one run; medians over steps.", ""]
     lines += section("Evaluation: ours vs the per-query reference loop",
                      run("bench_eval.py", *args.eval_args.split()))
-    lines += section("Pre-training: MoCo v2 vs UP-ReID, and the data loader",
+    lines += section("Pre-training: MoCo v2 vs UP-ReID, and the data loader (ResNet-18, 128x64)",
                      run("bench_pretrain.py"))
-    lines += section("Fine-tuning: images/s per method", run("bench_finetune.py"))
+    lines += section("Pre-training at the default profile's size (ResNet-18, 64x32)",
+                     run("bench_pretrain.py", "--height", "64", "--width", "32"))
+    lines += section("Pre-training at the paper's geometry (ResNet-50, 256x128, batch 16)",
+                     run("bench_pretrain.py", "--arch", "resnet50", "--height", "256", "--width",
+                         "128", "--batch", "16", "--steps", "4"))
+    lines += section("Fine-tuning: images/s per method (ResNet-18, 128x64)",
+                     run("bench_finetune.py"))
+    lines += section("Fine-tuning at the default profile's size (ResNet-18, 64x32)",
+                     run("bench_finetune.py", "--height", "64", "--width", "32"))
     if not args.skip_e2e:
         lines += section("End to end: quick profile (`dvc repro`, fresh copy)",
                          run("measure_pipeline.py", "--profile", "quick"))

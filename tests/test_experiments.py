@@ -33,7 +33,8 @@ def test_finetune_plan_shares_runs() -> None:
     keys = [r.key for r in mgn_cuhk]
     assert len(keys) == len(set(keys))
     seeds = {r.seed for r in mgn_cuhk if r.init == "upreid"}
-    assert len(seeds) == params.pipeline.headline_seeds
+    assert len(seeds) == params.pipeline.headline_seeds > 1
+    assert [r.seed for r in mgn_cuhk if r.init == "scratch"] == [params.seed]  # one seed
     assert {r.init for r in mgn_cuhk} >= set(ABLATION_VARIANTS)
     assert len(finetune_runs(params, "bot", "personx")) == len(params.pipeline.inits)
     with pytest.raises(ValueError, match="pcb/msmt17"):

@@ -1,13 +1,17 @@
 """The quick profile through the real `dvc repro` into a real MLflow store."""
 
 import importlib.util
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from upreid import tracking
 
@@ -22,23 +26,55 @@ def _measure_module():
     return module
 
 
-def _repro(work: Path) -> str:
+def _dvc_env() -> tuple[str, dict[str, str]]:
     dvc = Path(sys.executable).with_name("dvc")
     env = {**os.environ, "DVC_NO_ANALYTICS": "1",
            "PATH": f"{dvc.parent}:{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run([str(dvc), "repro"], cwd=work, env=env, capture_output=True,
+    return str(dvc), env
+
+
+def _repro(work: Path) -> str:
+    dvc, env = _dvc_env()
+    proc = subprocess.run([dvc, "repro"], cwd=work, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
+
+
+def _kill_repro_when(work: Path, target: str, marker: Path, done: Path) -> None:
+    """Start ``dvc repro target``; SIGKILL it and every child as soon as ``marker`` (a
+    checkpoint) exists, before ``done`` (the finished run's result) does."""
+    dvc, env = _dvc_env()
+    with open(work / f"killed-{target}.log", "w") as log:
+        proc = subprocess.Popen([dvc, "repro", target], cwd=work, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while not marker.exists():
+            assert proc.poll() is None, f"dvc repro {target} ended before {marker} appeared"
+            assert time.monotonic() < deadline, f"no {marker} after 600 s"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not done.exists(), f"{done} was written before the kill: the run was not interrupted"
 
 
 @pytest.mark.slow
 def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     _measure_module().copy_project(tmp_path, "quick")
+    # SIGKILL mid pre-training, then mid fine-tuning: each later `dvc repro` resumes.
+    pre = tmp_path / "runs" / "pretrain" / "upreid"
+    _kill_repro_when(tmp_path, "pretrain@upreid", pre / "checkpoint.pt", pre / "result.json")
+    fine = tmp_path / "runs" / "finetune" / "bot-market1501" / "moco-s0"
+    _kill_repro_when(tmp_path, "finetune@bot-market1501", fine / "last.pt",
+                     fine / "result.json")
     first = _repro(tmp_path)
     assert "Running stage 'report'" in first
+    resumed = (tmp_path / "killed-finetune@bot-market1501.log").read_text()
+    assert re.search(r"resuming from .*pretrain/upreid/checkpoint\.pt", resumed), resumed[-3000:]
+    assert "resuming fine-tuning from" in first, first[-3000:]
+    _check_same_as_uninterrupted(tmp_path, pre, fine)
 
     table4 = (tmp_path / "reports" / "tables" / "table4.md").read_text()
     row = next(line for line in table4.splitlines() if "(d) UP-ReID" in line)
@@ -58,3 +94,34 @@ def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     second = _repro(tmp_path)
     assert "Running stage" not in second, second
+
+
+def _check_same_as_uninterrupted(work: Path, pre: Path, fine: Path) -> None:
+    """The killed-and-resumed runs end exactly where uninterrupted ones do (same seed, CPU)."""
+    from upreid.data.readers import read_dataset, read_pool
+    from upreid.experiments import pretrain_variant
+    from upreid.params import load_params
+    from upreid.train.finetune import finetune
+    from upreid.train.pretrain import pretrain
+
+    params = load_params(work / "params.yaml")
+    assert params.profile == "quick"
+    data_root = work / params.data.root
+    pp = pretrain_variant(params.pretrain, "upreid")
+    pretrain(pp, read_pool(data_root / "luperson"), work / "ref-pre", params.seed)
+    ours = torch.load(pre / "backbone.pt", map_location="cpu")
+    ref = torch.load(work / "ref-pre" / "backbone.pt", map_location="cpu")
+    ours, ref = ours["backbone"], ref["backbone"]
+    assert ours.keys() == ref.keys()
+    for key in ref:
+        assert torch.equal(ours[key], ref[key]), key
+
+    mp = params.finetune.bot
+    metrics = finetune("bot", mp, params.finetune.arch, read_dataset("market1501",
+                       data_root / "market1501"), "moco", str(pre.parent / "moco" / "backbone.pt"),
+                       work / "ref-fine", params.eval, params.seed,
+                       workers=params.finetune.workers,
+                       channels_last=params.finetune.channels_last)
+    saved = json.loads((fine / "result.json").read_text())["metrics"]
+    for key in ("mAP", "rank1", "mINP", "best_mAP"):
+        assert saved[key] == metrics[key], (key, saved[key], metrics[key])

@@ -266,10 +266,15 @@ def finetune_many(params: Params, runs: list[FinetuneRun], root: str | Path = ".
 
         def work(on_metrics: MetricsFn, run: FinetuneRun = run, out: Path = out,
                  weights: str | None = weights) -> dict[str, Any]:
-            return finetune(method, mp, params.finetune.arch, data, init_kind(run.init),
-                            weights, out, params.eval, run.seed,
-                            workers=params.finetune.workers,
-                            channels_last=params.finetune.channels_last, on_metrics=on_metrics)
+            metrics = finetune(method, mp, params.finetune.arch, data, init_kind(run.init),
+                               weights, out, params.eval, run.seed,
+                               workers=params.finetune.workers,
+                               channels_last=params.finetune.channels_last,
+                               on_metrics=on_metrics)
+            # A finished run keeps best.pt; last.pt (weights and optimizer, only for resuming)
+            # would triple the disk the default profile's 64 runs take.
+            (out / "last.pt").unlink(missing_ok=True)
+            return metrics
 
         results.append(_tracked(
             params, run.key, input_hash, out,

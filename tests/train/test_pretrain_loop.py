@@ -132,3 +132,21 @@ def test_two_process_torchrun_keeps_ranks_identical(tiny_pool: list[Record],
         assert torch.equal(a[key], b[key]), key
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
     assert (out / "backbone.pt").is_file()
+
+
+def test_same_seed_same_run_other_seed_differs(tiny_pool: list[Record], tmp_path: Path) -> None:
+    """Determinism on CPU: the same params and seed give the same losses and weights."""
+    pp = _pp()
+    runs = {}
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        logged: list[tuple[int, dict[str, float]]] = []
+        loop.pretrain(pp, tiny_pool, tmp_path / name, seed=seed, max_steps=3,
+                      on_metrics=lambda m, step, logged=logged: logged.append((step, dict(m))))
+        runs[name] = (logged, _weights(tmp_path / name / "checkpoint.pt"))
+    (log_a, w_a), (log_b, w_b), (_, w_c) = runs["a"], runs["b"], runs["c"]
+    assert log_a and [s for s, _ in log_a] == [s for s, _ in log_b]
+    for (_, ma), (_, mb) in zip(log_a, log_b, strict=True):
+        assert {k: v for k, v in ma.items() if k != "images_per_s"} == \
+            {k: v for k, v in mb.items() if k != "images_per_s"}
+    assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)
+    assert not all(torch.equal(w_a[k], w_c[k]) for k in w_a)

@@ -181,8 +181,10 @@ def reference_evaluate(
     distmat: np.ndarray, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike,
     g_camids: ArrayLike, max_rank: int = 20,
 ) -> dict[str, float | int]:
-    """Per-query NumPy evaluator (as torchreid / fast-reid): same protocol, keys and units as
-    `evaluate_ranking`. distmat: (Q, G); full stable argsort, then a Python loop over queries."""
+    """Per-query NumPy evaluator, written the widely used way (torchreid's and fast-reid's
+    ``eval_market1501``, including their per-element precision list): same protocol, keys and
+    units as `evaluate_ranking`. distmat: (Q, G); full stable argsort, then a Python loop over
+    queries. It is the benchmark's and the tests' reference, not a code path of the project."""
     q_pids, g_pids, q_camids, g_camids = (np.asarray(x) for x in (q_pids, g_pids, q_camids,
                                                                    g_camids))
     ranks = [k for k in CMC_RANKS if k <= max_rank]
@@ -201,8 +203,8 @@ def reference_evaluate(
         cmc[cmc > 1] = 1
         cmc = cmc[:max_rank]
         all_cmc.append(np.pad(cmc, (0, max_rank - len(cmc)), mode="edge"))
-        precision = raw_cmc.cumsum() / (np.arange(len(raw_cmc)) + 1.0)
-        all_ap.append((precision * raw_cmc).sum() / raw_cmc.sum())
+        precision = [x / (i + 1.0) for i, x in enumerate(raw_cmc.cumsum())]
+        all_ap.append((np.asarray(precision) * raw_cmc).sum() / raw_cmc.sum())
     if not all_ap:
         raise ValueError("no query has a valid match in the gallery")
     cmc_hits = np.asarray(all_cmc, dtype=np.float64).sum(0)

@@ -168,6 +168,13 @@ def table2(runs: Runs) -> Table:
         rows.append(row)
     notes = [_ordering(f"SpCL {s} mAP, UP-ReID > Moco", runs.value(f"spcl/{s}/upreid", "mAP"),
                        runs.value(f"spcl/{s}/moco", "mAP"))[0] for s in ("M", "P2M")]
+    for setting in ("M", "P2M"):  # what adaptation itself adds to each init
+        for init in ("scratch", "insup", "moco", "upreid"):
+            line, _ = _ordering(f"SpCL {setting} from {INIT_NAMES[init]}, adapted > before",
+                                runs.value(f"spcl/{setting}/{init}", "mAP"),
+                                runs.value(f"spcl/{setting}/{init}", "init_mAP"))
+            if "not measured" not in line:
+                notes.append(line)
     return Table("table2", "Table 2: SpCL, unsupervised (M) and PersonX -> Market1501 (P->M)",
                  header, rows, notes)
 

@@ -88,6 +88,7 @@ class _Run:
         self.indep: float | None = None
         self.history: list[dict[str, float]] = []
         self.best: dict[str, float] = {}
+        self.initial: dict[str, float] = {}  # the init's metrics before any adaptation
 
 
 def adapt(sp: SpclParams, arch: str, target: ReIDData, source: ReIDData | None, init: str,
@@ -107,6 +108,9 @@ def adapt(sp: SpclParams, arch: str, target: ReIDData, source: ReIDData | None, 
                            weight_decay=sp.weight_decay)
     run = _Run()
     if not _resume(out / "last.pt", model, memory, opt, run):
+        run.initial = _evaluate(model, target, eval_params, sp, workers)
+        log.info("spcl: before adaptation mAP %.1f rank-1 %.1f", run.initial["mAP"],
+                 run.initial["rank1"])
         memory.features.copy_(_features(model, [*src, *tgt], sp, eval_params.batch_size, workers))
         memory.labels[: len(src)] = torch.tensor([r.pid for r in src], dtype=torch.long)
     progress = Progress(sp.epochs * sp.iters_per_epoch, "spcl", unit="it", every=30)
@@ -128,10 +132,11 @@ def adapt(sp: SpclParams, arch: str, target: ReIDData, source: ReIDData | None, 
         save_checkpoint(out / "last.pt", params=to_dict(sp), epoch=run.epoch, step=run.epoch,
                         model=model.state_dict(), memory=memory.state_dict(),
                         optimizer=opt.state_dict(), indep=run.indep, history=run.history,
-                        best=run.best)
+                        best=run.best, initial=run.initial)
     atomic_write_json(out / "history.json", run.history)
     final = next(h for h in reversed(run.history) if "mAP" in h)
     return {**{k: final[k] for k in EVAL_KEYS}, **{f"best_{k}": v for k, v in run.best.items()},
+            **{f"init_{k}": v for k, v in run.initial.items()},
             "clusters": final["clusters"], "outliers": final["outliers"], "epochs": sp.epochs,
             "source_images": len(src), "target_images": len(tgt),
             "wall_s": time.perf_counter() - start}
@@ -148,6 +153,7 @@ def _resume(path: Path, model: nn.Module, memory: HybridMemory, opt: torch.optim
     set_rng_state(ckpt["rng"])
     run.epoch, run.indep, run.history, run.best = (ckpt["epoch"], ckpt["indep"], ckpt["history"],
                                                    ckpt["best"])
+    run.initial = ckpt.get("initial", {})
     log.info("resuming SpCL from %s at epoch %d", path, run.epoch)
     return True
 
