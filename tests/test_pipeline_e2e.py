@@ -91,6 +91,10 @@ def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "mAP" in runs["finetune/bot/msmt17/moco/s0"].metrics
     parents = {r.tags["mlflow.parentRunId"] for r in runs.values()}
     assert len(parents) == 1
+    artifacts = tracking.artifact_paths(runs["finetune/mgn/cuhk03/upreid/s0"].run_id, tmp_path)
+    assert {"best.pt", "curves.png", "history.json", "result.json"} <= set(artifacts), artifacts
+    report = tracking.artifact_paths(runs["report"].run_id, tmp_path)
+    assert "tables/table1.md" in report and "README.md" in report, report
 
     second = _repro(tmp_path)
     assert "Running stage" not in second, second

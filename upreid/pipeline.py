@@ -140,6 +140,9 @@ def _tracked(params: Params, key: str, input_hash: str, out: Path, run_params: d
         if cached is None:
             metrics = work(on_metrics)
             atomic_write_json(out / "metrics_log.json", history)
+            from upreid.report.figures import run_curves
+
+            run_curves(history, out / "curves.png")
             atomic_write_json(out / "result.json", {"input_hash": input_hash, "key": key,
                                                     "metrics": metrics, "commit": commit})
         else:
@@ -149,7 +152,7 @@ def _tracked(params: Params, key: str, input_hash: str, out: Path, run_params: d
                 run.log_metrics(row, step)
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)},
                         _final_step(history, out))
-        for name in ("result.json", "metrics_log.json", *artifacts):
+        for name in ("result.json", "metrics_log.json", "curves.png", *artifacts):
             run.log_artifact(out / name)
     return metrics
 
@@ -446,6 +449,12 @@ def run_report(params: Params, root: str | Path = ".") -> dict[str, Any]:
     figure8(params, root)
     summary = write_reports(params, paths.reports, root=paths.root)
     atomic_write_json(paths.metrics / "report.json", summary)
+    with tracking.stage_run("report", profile=params.profile, params={"seed": params.seed},
+                            tags={"params_hash": params.digest(), "seed": params.seed},
+                            commit=git_commit(), root=paths.root) as run:
+        run.log_metrics(summary, 0)
+        for name in ("README.md", "tables", "figures"):
+            run.log_artifact(paths.reports / name, None if name == "README.md" else name)
     return summary
 
 

@@ -223,5 +223,15 @@ def metric_history(run_id: str, name: str, root: str | Path = ".") -> list[tuple
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
 
 
+def artifact_paths(run_id: str, root: str | Path = ".") -> list[str]:
+    """Every artifact file of one run, as paths relative to the run's artifact root."""
+    client = _client(tracking_uri(root))
+    found, folders = [], [None]
+    while folders:
+        for item in client.list_artifacts(run_id, folders.pop()):
+            (folders if item.is_dir else found).append(item.path)
+    return sorted(found)
+
+
 def dump_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)

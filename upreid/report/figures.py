@@ -76,3 +76,24 @@ def _save(fig: plt.Figure, path: Path) -> str:
     plt.close(fig)
     tmp.replace(path)
     return str(path)
+
+
+def run_curves(history: list[dict[str, float]], path: Path) -> str:
+    """One run's logged curves (losses; mAP and rank-1 when evaluated) against its step, for
+    the run's MLflow artifacts. ``history``: rows of ``{"step": ..., metric: value}``."""
+    losses = sorted({k for row in history for k in row if k.startswith("loss")})
+    scores = [k for k in ("mAP", "rank1") if any(k in row for row in history)]
+    panels = [p for p in (losses, scores) if p]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.5 * max(len(panels), 1), 3.2),
+                             squeeze=False)
+    for ax, keys in zip(axes[0], panels, strict=False):
+        for key in keys:
+            points = [(row["step"], row[key]) for row in history if key in row]
+            ax.plot(*zip(*points, strict=False), marker="o" if len(points) < 30 else None,
+                    label=key)
+        ax.set(xlabel="step (epoch for fine-tuning and SpCL)",
+               ylabel="loss" if keys is losses else "%")
+        _finish(ax)
+    if not panels:
+        _finish(axes[0][0])
+    return _save(fig, path)
