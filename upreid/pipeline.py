@@ -275,7 +275,7 @@ def finetune_many(params: Params, runs: list[FinetuneRun], root: str | Path = ".
                                channels_last=params.finetune.channels_last,
                                on_metrics=on_metrics)
             # A finished run keeps best.pt; last.pt (weights and optimizer, only for resuming)
-            # would triple the disk the default profile's 64 runs take.
+            # would triple the disk a profile with dozens of runs takes.
             (out / "last.pt").unlink(missing_ok=True)
             return metrics
 

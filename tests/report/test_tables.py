@@ -4,7 +4,7 @@ import pytest
 
 from upreid import tracking
 from upreid.params import load_params
-from upreid.report.tables import Runs, build_tables, write_reports
+from upreid.report.tables import Runs, Value, _ordering, build_tables, write_reports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,9 +51,19 @@ def test_write_reports_files(store: Path, tmp_path: Path) -> None:
     summary = write_reports(params, out, root=store)
     assert summary["runs"] == 6 and summary["absent_cells"] > 0
     for name in ("table1", "table2", "table4", "table5", "table6", "table7", "table8"):
-        assert (out / "tables" / f"{name}.md").read_text().startswith("# Table")
+        md = (out / "tables" / f"{name}.md").read_text()
+        assert md.startswith("# Table") and "Profile `default`, seed 0" in md
         assert (out / "tables" / f"{name}.csv").stat().st_size > 0
     fig = out / "figures" / "curves" / "figure5_mgn_ablation.png"
     assert fig.read_bytes()[:4] == b"\x89PNG"
     index = (out / "README.md").read_text()
     assert "tables/table1.md" in index and "mgn/cuhk03/upreid: 42.0±2.0" in index
+
+
+def test_ordering_says_when_the_gap_is_within_the_seed_spread() -> None:
+    text, holds = _ordering("x", Value((40.0, 42.0, 44.0)), Value((41.0,)))
+    assert holds and "within the seed spread (inconclusive)" in text and "+1.0" in text
+    text, holds = _ordering("x", Value((40.0, 42.0, 44.0)), Value((45.0,)))
+    assert holds is False and "does NOT hold here" in text and "inconclusive" not in text
+    text, holds = _ordering("x", Value((40.0,)), Value(()))
+    assert holds is None and "not measured" in text

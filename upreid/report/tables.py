@@ -96,8 +96,9 @@ class Table:
     rows: list[list[str]]
     notes: list[str]
 
-    def write(self, folder: Path) -> None:
-        md = f"# {self.title}\n\n" + _markdown(self.header, self.rows)
+    def write(self, folder: Path, caption: str = "") -> None:
+        md = f"# {self.title}\n\n" + (f"{caption}\n\n" if caption else "")
+        md += _markdown(self.header, self.rows)
         if self.notes:
             md += "\n" + "\n".join(f"- {n}" for n in self.notes) + "\n"
         atomic_write_bytes(folder / f"{self.name}.md", md.encode())
@@ -113,6 +114,8 @@ def _ordering(label: str, better: Value, worse: Value) -> tuple[str, bool | None
     spread = max(better.std or 0.0, worse.std or 0.0)
     tail = f", seed std up to {spread:.1f}" if spread else ", one seed"
     verdict = "holds" if holds else "does NOT hold"
+    if spread and abs(gap) <= spread:
+        verdict += ", but within the seed spread (inconclusive)"
     text = f"{label}: {verdict} here ({better.mean:.1f} vs {worse.mean:.1f}, gap {gap:+.1f}{tail})"
     return text, holds
 
@@ -260,8 +263,11 @@ def write_reports(params: Params, out: Path, root: str | Path = ".") -> dict[str
     records = tracking.latest_runs(params.profile, root)
     runs = Runs(records)
     tables = build_tables(runs, params)
+    caption = (f"Profile `{params.profile}`, seed {params.seed} (headline cells: fine-tuning "
+               f"seeds {params.seed}..{params.seed + params.pipeline.headline_seeds - 1} of each "
+               "pre-trained init; n = runs behind a cell). Regenerate with `dvc repro`.")
     for table in tables:
-        table.write(out / "tables")
+        table.write(out / "tables", caption)
     figures = write_curves(runs, out / "figures" / "curves", root)
     absent = sum(cell.startswith(ABSENT) for t in tables for r in t.rows for cell in r[1:])
     headline = {f"{m}/{d}/{i}": runs.finetune(m, d, i, "mAP").text()
