@@ -53,6 +53,9 @@ def test_write_reports_files(store: Path, tmp_path: Path) -> None:
     for name in ("table1", "table2", "table4", "table5", "table6", "table7", "table8"):
         md = (out / "tables" / f"{name}.md").read_text()
         assert md.startswith("# Table") and "Profile `default`, seed 0" in md
+        table = [row for row in md.splitlines() if row.startswith("|")]
+        columns = {row.replace("\\|", "").count("|") for row in table}
+        assert len(columns) == 1, (name, columns)  # every row has the header's columns
         assert (out / "tables" / f"{name}.csv").stat().st_size > 0
     fig = out / "figures" / "curves" / "figure5_mgn_ablation.png"
     assert fig.read_bytes()[:4] == b"\x89PNG"
@@ -62,7 +65,7 @@ def test_write_reports_files(store: Path, tmp_path: Path) -> None:
 
 def test_ordering_says_when_the_gap_is_within_the_seed_spread() -> None:
     text, holds = _ordering("x", Value((40.0, 42.0, 44.0)), Value((41.0,)))
-    assert holds and "within the seed spread (inconclusive)" in text and "+1.0" in text
+    assert holds and "within the seed spread: inconclusive" in text and "+1.0" in text
     text, holds = _ordering("x", Value((40.0, 42.0, 44.0)), Value((45.0,)))
     assert holds is False and "does NOT hold here" in text and "inconclusive" not in text
     text, holds = _ordering("x", Value((40.0,)), Value(()))

@@ -75,8 +75,12 @@ def _fmt(x: float | None) -> str:
 
 
 def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    """A Markdown table; a cell's own ``|`` (ours | paper) is escaped, not a column break."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    lines = [line(header), "|" + "---|" * len(header), *(line(r) for r in rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -114,9 +118,9 @@ def _ordering(label: str, better: Value, worse: Value) -> tuple[str, bool | None
     spread = max(better.std or 0.0, worse.std or 0.0)
     tail = f", seed std up to {spread:.1f}" if spread else ", one seed"
     verdict = "holds" if holds else "does NOT hold"
-    if spread and abs(gap) <= spread:
-        verdict += ", but within the seed spread (inconclusive)"
     text = f"{label}: {verdict} here ({better.mean:.1f} vs {worse.mean:.1f}, gap {gap:+.1f}{tail})"
+    if spread and abs(gap) <= spread:
+        text += "; the gap is within the seed spread: inconclusive"
     return text, holds
 
 
