@@ -39,7 +39,7 @@ def _repro(work: Path) -> str:
     proc = subprocess.run([dvc, "repro"], cwd=work, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc.stdout
+    return proc.stdout + proc.stderr  # DVC's stage lines, then the stages' logs
 
 
 def _kill_repro_when(work: Path, target: str, marker: Path, done: Path) -> None:
