@@ -7,18 +7,15 @@ torchvision ImageNet files, our pre-training exports and public MoCo/LUPerson ch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models as tvm
 
-BACKBONES: dict[str, Callable[..., tvm.ResNet]] = {
-    "resnet18": tvm.resnet18,
-    "resnet34": tvm.resnet34,
-    "resnet50": tvm.resnet50,
-}
+from upreid.models.resnet import LAYOUTS, init_resnet, make_stage
+
+BACKBONES = LAYOUTS  # name -> (block type, blocks per stage)
 FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 STAGE_DIMS = {  # output channels of layer1..layer4
     "resnet18": (64, 128, 256, 512),
@@ -48,14 +45,20 @@ class ResNetTrunk(nn.Module):
     def __init__(self, arch: str, last_stride: int = 2) -> None:
         super().__init__()
         _check_arch(arch)
-        net = BACKBONES[arch](weights=None)
+        block, depths = BACKBONES[arch]
         self.arch = arch
         self.out_channels = FEATURE_DIMS[arch]
-        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = (
-            net.layer1, net.layer2, net.layer3, net.layer4)
-        if last_stride != 2:
-            set_last_stride(self.layer4, last_stride)
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        in_ch, stages = 64, []
+        for planes, blocks, stride in zip((64, 128, 256, 512), depths, (1, 2, 2, last_stride),
+                                          strict=True):
+            stages.append(make_stage(block, in_ch, planes, blocks, stride))
+            in_ch = planes * block.expansion
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        init_resnet(self)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))

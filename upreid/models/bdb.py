@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.resnet import Bottleneck
 
 from upreid.models.backbone import FEATURE_DIMS, build_backbone
 from upreid.models.heads import Reduction, ReIDOutput, make_classifier, weights_init_kaiming
+from upreid.models.resnet import Bottleneck
 
 
 class BatchDrop(nn.Module):
