@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``.
+def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a temp file beside ``path``, fsync it, then rename it over ``path``.
 
     If anything fails (disk full, kill), ``path`` keeps its previous content.
     """
@@ -23,7 +23,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -32,15 +32,46 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically (see :func:`_atomic_write`)."""
+    _atomic_write(path, lambda fh: fh.write(data))
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+class _ErrorKeepingWriter:
+    """A file's ``write`` that remembers the OS error it raised: ``torch.save`` reports a failed
+    write (e.g. a full disk) as a bare ``RuntimeError``."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh, self.error = fh, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def atomic_torch_save(path: str | Path, obj: Any) -> None:
-    """``torch.save`` through :func:`atomic_write_bytes`."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    """``torch.save`` atomically, streamed to the temp file (no in-memory copy of a large
+    checkpoint); a failed write raises its ``OSError``."""
+    def write(fh: BinaryIO) -> None:
+        writer = _ErrorKeepingWriter(fh)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError as err:
+            if writer.error is not None:
+                raise writer.error from err
+            raise
+
+    _atomic_write(path, write)
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

@@ -25,19 +25,21 @@ def _params(method: str = "bot", **kw: object):
     return dataclasses.replace(mp, **kw), p.eval
 
 
-def test_bot_learns_far_above_untrained(tiny_synth: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["bot", "mgn", "bdb", "pcb"])
+def test_each_method_learns_far_above_untrained(method: str, tiny_synth: Path,
+                                                tmp_path: Path) -> None:
     data = read_market1501(tiny_synth / "market1501")
-    mp, ev = _params()
+    mp, ev = _params(method)
     torch.manual_seed(0)
-    untrained = ft.build_model("bot", "resnet18", 12, "scratch", None)
+    untrained = ft.build_model(method, "resnet18", 12, "scratch", None)
     before = evaluate(ft.embedder(untrained), data, ev, mp.height, mp.width)["mAP"]
     rows: list[dict[str, float]] = []
-    result = ft.finetune("bot", mp, "resnet18", data, "scratch", None, tmp_path, ev, seed=0,
+    result = ft.finetune(method, mp, "resnet18", data, "scratch", None, tmp_path, ev, seed=0,
                          on_metrics=lambda m, s: rows.append(m))
-    assert rows[-1]["loss"] < 0.8 * rows[0]["loss"]
+    assert rows[-1]["loss"] < 0.8 * rows[0]["loss"], rows
     assert result["best_mAP"] > before + 10, (before, result)
-    model, method, h, w = ft.load_finetuned(tmp_path / "best.pt")
-    assert method == "bot" and (h, w) == (64, 32)
+    model, loaded, h, w = ft.load_finetuned(tmp_path / "best.pt")
+    assert loaded == method and (h, w) == (64, 32)
     again = evaluate(ft.embedder(model), data, ev, h, w)["mAP"]
     assert again == pytest.approx(result["best_mAP"], abs=1e-4)
 
