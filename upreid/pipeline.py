@@ -157,6 +157,13 @@ def _tracked(params: Params, key: str, input_hash: str, out: Path, run_params: d
     return metrics
 
 
+def _drop_resume_state(path: Path) -> None:
+    """A finished run keeps its product (backbone.pt, best.pt, model.pt); the resume state
+    (weights, optimizer, queue or memory) would triple the disk dozens of runs take, and the
+    time DVC spends hashing the outputs."""
+    path.unlink(missing_ok=True)
+
+
 def _final_step(history: list[dict[str, Any]], out: Path) -> int:
     if history:
         return int(history[-1]["step"])
@@ -213,8 +220,11 @@ def run_pretrain(params: Params, variant: str, root: str | Path = ".",
 
     def work(on_metrics: MetricsFn) -> dict[str, Any]:
         records = read_pool(paths.dataset("luperson"))
-        return pretrain(pp, records, out, params.seed, on_metrics=on_metrics,
-                        max_steps=max_steps)
+        metrics = pretrain(pp, records, out, params.seed, on_metrics=on_metrics,
+                           max_steps=max_steps)
+        if is_rank0():
+            _drop_resume_state(out / "checkpoint.pt")
+        return metrics
 
     metrics = _tracked(params, f"pretrain/{variant}", input_hash, out,
                        {"pretrain": to_dict(pp), "seed": params.seed, "variant": variant},
@@ -274,9 +284,7 @@ def finetune_many(params: Params, runs: list[FinetuneRun], root: str | Path = ".
                                workers=params.finetune.workers,
                                channels_last=params.finetune.channels_last,
                                on_metrics=on_metrics)
-            # A finished run keeps best.pt; last.pt (weights and optimizer, only for resuming)
-            # would triple the disk a profile with dozens of runs takes.
-            (out / "last.pt").unlink(missing_ok=True)
+            _drop_resume_state(out / "last.pt")
             return metrics
 
         results.append(_tracked(
@@ -320,15 +328,17 @@ def adapt_one(params: Params, target_name: str, source_name: str | None, init: s
     out = paths.spcl(setting, init)
 
     def work(on_metrics: MetricsFn) -> dict[str, Any]:
-        return adapt(params.spcl, params.finetune.arch, target, source, init_kind(init),
-                     weights, out, params.eval, params.seed,
-                     workers=params.finetune.workers, on_metrics=on_metrics)
+        metrics = adapt(params.spcl, params.finetune.arch, target, source, init_kind(init),
+                        weights, out, params.eval, params.seed,
+                        workers=params.finetune.workers, on_metrics=on_metrics)
+        _drop_resume_state(out / "last.pt")
+        return metrics
 
     return _tracked(
         params, f"spcl/{setting}/{init}", input_hash, out,
         {"spcl": to_dict(params.spcl), "arch": params.finetune.arch, "init": init,
          "setting": setting, "seed": params.seed, "source": source_name, "target": target_name},
-        work, artifacts=("history.json",), tags={"setting": setting, "init": init})
+        work, artifacts=("history.json", "model.pt"), tags={"setting": setting, "init": init})
 
 
 def ablate_variant(params: Params, variant: str, root: str | Path = ".") -> dict[str, Any]:

@@ -25,11 +25,13 @@ def _params(method: str = "bot", **kw: object):
     return dataclasses.replace(mp, **kw), p.eval
 
 
-@pytest.mark.parametrize("method", ["bot", "mgn", "bdb", "pcb"])
-def test_each_method_learns_far_above_untrained(method: str, tiny_synth: Path,
+# From scratch on 12 identities; MGN and BDB (more heads, more parameters) first dip below the
+# untrained features, whose colours already separate people, and need more epochs (measured).
+@pytest.mark.parametrize("method,epochs", [("bot", 6), ("mgn", 10), ("bdb", 10), ("pcb", 6)])
+def test_each_method_learns_far_above_untrained(method: str, epochs: int, tiny_synth: Path,
                                                 tmp_path: Path) -> None:
     data = read_market1501(tiny_synth / "market1501")
-    mp, ev = _params(method)
+    mp, ev = _params(method, epochs=epochs, eval_every=1, milestones=(epochs,))
     torch.manual_seed(0)
     untrained = ft.build_model(method, "resnet18", 12, "scratch", None)
     before = evaluate(ft.embedder(untrained), data, ev, mp.height, mp.width)["mAP"]

@@ -4,7 +4,8 @@ unsupervised on a target (M) or with a labeled source (P->M).
 Each epoch clusters the target part of the memory (DBSCAN on the Jaccard distance of k-reciprocal
 neighbours) with the self-paced reliability criterion; unreliable points and outliers stay
 instances. Source samples keep their ground-truth identities. Every epoch writes ``out/last.pt``
-(model, memory, optimizer, RNG, thresholds) atomically, so a restarted run resumes.
+(model, memory, optimizer, RNG, thresholds) atomically, so a restarted run resumes; the end
+writes the adapted weights to ``out/model.pt``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from upreid.data.dataset import ImageDataset, collate, drop_bad_records
 from upreid.data.records import Record, ReIDData, relabel
 from upreid.data.samplers import PKSampler
 from upreid.data.transforms import train_transform
-from upreid.io import atomic_write_json
+from upreid.io import atomic_torch_save, atomic_write_json, git_commit
 from upreid.models.backbone import FEATURE_DIMS, build_backbone
 from upreid.models.init import initialise_backbone
 from upreid.models.memory import HybridMemory
@@ -134,6 +135,10 @@ def adapt(sp: SpclParams, arch: str, target: ReIDData, source: ReIDData | None, 
                         optimizer=opt.state_dict(), indep=run.indep, history=run.history,
                         best=run.best, initial=run.initial)
     atomic_write_json(out / "history.json", run.history)
+    atomic_torch_save(out / "model.pt", {"model": model.state_dict(), "arch": arch,
+                                         "height": sp.height, "width": sp.width, "init": init,
+                                         "params": to_dict(sp), "epoch": run.epoch,
+                                         "commit": git_commit()})
     final = next(h for h in reversed(run.history) if "mAP" in h)
     return {**{k: final[k] for k in EVAL_KEYS}, **{f"best_{k}": v for k, v in run.best.items()},
             **{f"init_{k}": v for k, v in run.initial.items()},
