@@ -18,6 +18,7 @@ import torch
 
 from upreid.losses.reid import reid_loss
 from upreid.models.reid import METHODS, build_reid_model
+from upreid.train.optim import Adam
 
 
 def rates(method: str, args: argparse.Namespace) -> tuple[float, float]:
@@ -25,7 +26,7 @@ def rates(method: str, args: argparse.Namespace) -> tuple[float, float]:
     model = build_reid_model(method, args.arch, 100)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3.5e-4)
+    opt = Adam([p for p in model.parameters() if p.requires_grad], lr=3.5e-4)
     batch = args.p * args.k
     x = torch.randn(batch, 3, args.height, args.width).contiguous(memory_format=fmt)
     y = torch.arange(args.p).repeat_interleave(args.k)

@@ -26,6 +26,7 @@ from upreid.data.synth import Shot, Writer
 from upreid.data.transforms import PretrainViews
 from upreid.experiments import pretrain_variant
 from upreid.params import load_params
+from upreid.train.optim import SGD
 from upreid.train.pretrain import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def step_rate(variant: str, args: argparse.Namespace) -> float:
     model = build_model(pp, 0)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    opt = torch.optim.SGD(model.online.parameters(), lr=0.01, momentum=0.9)
+    opt = SGD(model.online.parameters(), lr=0.01, momentum=0.9)
     views = [torch.randn(args.batch, 3, args.height, args.width).contiguous(memory_format=fmt)
              for _ in range(3)]
     times = []

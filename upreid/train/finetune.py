@@ -29,6 +29,7 @@ from upreid.models.reid import build_reid_model
 from upreid.params import EvalParams, MethodParams, to_dict
 from upreid.progress import Progress
 from upreid.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
+from upreid.train.optim import Adam, LambdaSchedule
 
 log = logging.getLogger(__name__)
 MetricsFn = Callable[[dict[str, float], int], None]
@@ -106,9 +107,9 @@ def finetune(method: str, mp: MethodParams, arch: str, data: ReIDData, init: str
     loader = DataLoader(ImageDataset(train, train_transform(mp.height, mp.width)),
                         batch_size=mp.p * mp.k, sampler=sampler, num_workers=workers,
                         collate_fn=collate, drop_last=True)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=mp.lr,
-                           weight_decay=mp.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
+    opt = Adam([p for p in model.parameters() if p.requires_grad], lr=mp.lr,
+               weight_decay=mp.weight_decay)
+    sched = LambdaSchedule(
         opt, lambda e: warmup_multistep(e, mp.warmup_epochs, mp.milestones, mp.gamma))
     meta = {"method": method, "arch": arch, "num_classes": num_classes, "height": mp.height,
             "width": mp.width, "init": init}
@@ -143,8 +144,7 @@ def finetune(method: str, mp: MethodParams, arch: str, data: ReIDData, init: str
             "images_per_s": statistics.median(h["images_per_s"] for h in state["history"])}
 
 
-def _resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
-            sched: torch.optim.lr_scheduler.LambdaLR) -> dict[str, Any]:
+def _resume(path: Path, model: nn.Module, opt: Adam, sched: LambdaSchedule) -> dict[str, Any]:
     if not path.is_file():
         return {"epoch": 0, "history": [], "best": {}}
     ckpt = load_checkpoint(path)
@@ -156,7 +156,7 @@ def _resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
     return {"epoch": ckpt["epoch"], "history": ckpt["history"], "best": ckpt["best"]}
 
 
-def _train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer,
+def _train_epoch(model: nn.Module, loader: DataLoader, opt: Adam,
                  mp: MethodParams, fmt: torch.memory_format, progress: Progress,
                  epoch: int) -> dict[str, float]:
     model.train()

@@ -32,6 +32,7 @@ from upreid.params import PretrainParams, to_dict
 from upreid.progress import Progress
 from upreid.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from upreid.train.distributed import DistInfo, cleanup, init_distributed
+from upreid.train.optim import SGD, LambdaSchedule
 
 log = logging.getLogger(__name__)
 MetricsFn = Callable[[dict[str, float], int], None]
@@ -99,8 +100,8 @@ class _State:
         self.epoch, self.step, self.in_epoch = 0, 0, 0
 
 
-def _resume(path: Path, model: MoCo, opt: torch.optim.Optimizer,
-            sched: torch.optim.lr_scheduler.LambdaLR, state: _State) -> dict[str, Any] | None:
+def _resume(path: Path, model: MoCo, opt: SGD, sched: LambdaSchedule,
+            state: _State) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     ckpt = load_checkpoint(path)
@@ -127,11 +128,10 @@ def pretrain(pp: PretrainParams, records: Sequence[Record], out: str | Path, see
     loader, sampler = _loader(pp, records, dist, seed)
     steps_per_epoch = len(loader)
     total = min(pp.epochs * steps_per_epoch, max_steps or 1 << 62)
-    opt = torch.optim.SGD(model.online.parameters(), lr=pp.lr, momentum=pp.momentum,
-                          weight_decay=pp.weight_decay)
+    opt = SGD(model.online.parameters(), lr=pp.lr, momentum=pp.momentum,
+              weight_decay=pp.weight_decay)
     warmup = pp.warmup_epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, warmup, pp.epochs * steps_per_epoch))
+    sched = LambdaSchedule(opt, lambda s: lr_factor(s, warmup, pp.epochs * steps_per_epoch))
     state = _State()
     ckpt_path = out / "checkpoint.pt"
     resumed = _resume(ckpt_path, model, opt, sched, state)

@@ -34,6 +34,7 @@ from upreid.models.memory import HybridMemory
 from upreid.params import EvalParams, SpclParams, to_dict
 from upreid.progress import Progress
 from upreid.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
+from upreid.train.optim import Adam
 
 log = logging.getLogger(__name__)
 MetricsFn = Callable[[dict[str, float], int], None]
@@ -105,8 +106,8 @@ def adapt(sp: SpclParams, arch: str, target: ReIDData, source: ReIDData | None, 
     initialise_backbone(model.backbone, init, weights)
     memory = HybridMemory(FEATURE_DIMS[arch], len(src) + len(tgt), sp.temperature,
                           sp.memory_momentum)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=sp.lr,
-                           weight_decay=sp.weight_decay)
+    opt = Adam([p for p in model.parameters() if p.requires_grad], lr=sp.lr,
+               weight_decay=sp.weight_decay)
     run = _Run()
     if not _resume(out / "last.pt", model, memory, opt, run):
         run.initial = _evaluate(model, target, eval_params, sp, workers)
@@ -147,7 +148,7 @@ def adapt(sp: SpclParams, arch: str, target: ReIDData, source: ReIDData | None, 
             "wall_s": time.perf_counter() - start}
 
 
-def _resume(path: Path, model: nn.Module, memory: HybridMemory, opt: torch.optim.Optimizer,
+def _resume(path: Path, model: nn.Module, memory: HybridMemory, opt: Adam,
             run: _Run) -> bool:
     if not path.is_file():
         return False
@@ -177,7 +178,7 @@ def _recluster(memory: HybridMemory, num_src: int, src_classes: int, sp: SpclPar
                                       "outliers": float(stats["outliers"])}
 
 
-def _train_epoch(model: nn.Module, memory: HybridMemory, opt: torch.optim.Optimizer,
+def _train_epoch(model: nn.Module, memory: HybridMemory, opt: Adam,
                  src: Sequence[Record], tgt: Sequence[Record], labels: list[int],
                  sp: SpclParams, seed: int, epoch: int, workers: int, progress: Progress
                  ) -> dict[str, float]:
