@@ -24,21 +24,26 @@ def _params(**kw: object):
     return dataclasses.replace(sp, **kw), p.eval
 
 
-def test_spcl_runs_both_settings_and_logs_clusters(tiny_synth: Path, tmp_path: Path) -> None:
+def test_source_to_target_run_beats_the_untrained_model(tiny_synth: Path,
+                                                         tmp_path: Path) -> None:
+    """P->M from scratch on 12 identities: 80 iterations lift target mAP well above the
+    untrained network (measured 33.0 -> 45.6; the first epochs dip below it)."""
     target = read_market1501(tiny_synth / "market1501")
     source = read_personx(tiny_synth / "personx")
-    sp, ev = _params()
+    sp, ev = _params(epochs=8, iters_per_epoch=10, eval_every=1)
     torch.manual_seed(0)
     before = evaluate(spcl.SpCLNet("resnet18").eval(), target, ev, 64, 32)["mAP"]
     rows: list[dict[str, float]] = []
     result = spcl.adapt(sp, "resnet18", target, source, "scratch", None, tmp_path, ev, seed=0,
                         on_metrics=lambda m, s: rows.append(m))
-    assert len(rows) == 2 and all("clusters" in r and "outliers" in r for r in rows)
+    assert len(rows) == 8 and all("clusters" in r and "outliers" in r for r in rows)
+    assert all(r["clusters"] >= 1 for r in rows)
     assert result["source_images"] == len(source.train)
-    # the init is evaluated before adapting (the gain the report quotes), and training moves it
+    # the init is evaluated before adapting (the gain the report quotes)
     assert result["init_mAP"] == pytest.approx(before, abs=1e-6)
-    assert 0.0 < result["mAP"] <= 100.0 and result["mAP"] != result["init_mAP"]
-    assert rows[-1]["mAP"] == result["mAP"] and rows[0]["clusters"] >= 0
+    assert result["mAP"] > before + 5 and result["best_mAP"] > before + 10, (before, rows)
+    assert rows[-1]["mAP"] == result["mAP"]
+    assert (tmp_path / "model.pt").is_file()
 
 
 def test_target_only_run_resumes(tiny_synth: Path, tmp_path: Path) -> None:
