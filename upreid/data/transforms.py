@@ -13,7 +13,6 @@ from PIL import Image
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-Transform = Callable[[torch.Tensor], torch.Tensor]  # (3, H, W) -> (3, H', W')
 
 # Written with torch's RNG (so seeding and loader workers behave as for any torch op) and
 # without torchvision, whose import costs each stage process about 1.3 s. Each step follows
