@@ -45,7 +45,9 @@ def copy_project(dest: Path, profile: str) -> None:
 def repro(workdir: Path, log_file: Path | None = None) -> dict[str, float]:
     """Run ``dvc repro`` in ``workdir``; wall seconds and peak RSS (GiB)."""
     dvc = Path(sys.executable).with_name("dvc")
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{dvc.parent}:{os.environ['PATH']}"}
+    # the copy's own library, not the (editable) installed one: the checkout may change meanwhile
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{dvc.parent}:{os.environ['PATH']}",
+           "PYTHONPATH": str(workdir)}
     env.pop("MLFLOW_TRACKING_URI", None)
     start = time.monotonic()
     out = open(log_file, "w") if log_file else subprocess.DEVNULL  # noqa: SIM115

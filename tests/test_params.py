@@ -55,6 +55,17 @@ def test_negative_learning_rate() -> None:
         parse(data)
 
 
+@pytest.mark.parametrize("key,value,message", [
+    ("checkpoint_every", 0, r"finetune\.checkpoint_every must be > 0"),
+    ("image_cache_mb", -1, r"finetune\.image_cache_mb must be >= 0"),
+])
+def test_finetune_runtime_bounds(key: str, value: int, message: str) -> None:
+    data = raw()
+    data["finetune"][key] = value
+    with pytest.raises(ParamsError, match=message):
+        parse(data)
+
+
 def test_unknown_profile_and_profile_key() -> None:
     with pytest.raises(ParamsError, match="unknown profile 'huge'"):
         parse(raw(), "huge")

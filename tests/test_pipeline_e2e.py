@@ -74,6 +74,9 @@ def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     resumed = (tmp_path / "killed-finetune@bot-market1501.log").read_text()
     assert re.search(r"resuming from .*pretrain/upreid/checkpoint\.pt", resumed), resumed[-3000:]
     assert "resuming fine-tuning from" in first, first[-3000:]
+    # a finished run keeps its product, not its resume state
+    assert not (pre / "checkpoint.pt").exists() and (pre / "backbone.pt").is_file()
+    assert not (fine / "last.pt").exists() and (fine / "best.pt").is_file()
     _check_same_as_uninterrupted(tmp_path, pre, fine)
 
     table4 = (tmp_path / "reports" / "tables" / "table4.md").read_text()

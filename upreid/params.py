@@ -258,12 +258,18 @@ class FinetuneParams:
 
     arch: Literal["resnet18", "resnet34", "resnet50"]
     insup_weights: str  # local torchvision ResNet ImageNet state-dict file
-    workers: int
+    workers: int  # loader processes (fine-tuning and SpCL)
     channels_last: bool
+    checkpoint_every: int  # epochs between resumable checkpoints (fine-tuning and SpCL)
+    image_cache_mb: int  # decoded images kept in memory per run; 0: off (see ImageCache)
     bot: MethodParams
     mgn: MethodParams
     bdb: MethodParams
     pcb: MethodParams
+
+    def __post_init__(self) -> None:
+        _positive("finetune", checkpoint_every=self.checkpoint_every)
+        _non_negative("finetune", workers=self.workers, image_cache_mb=self.image_cache_mb)
 
 
 @dataclass(frozen=True)

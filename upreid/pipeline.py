@@ -114,8 +114,13 @@ def _fresh_dir(out: Path, input_hash: str) -> None:
 
 def _tracked(params: Params, key: str, input_hash: str, out: Path, run_params: dict[str, Any],
              work: Callable[[MetricsFn], dict[str, Any]], artifacts: tuple[str, ...] = (),
-             tags: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run ``work`` (or reuse its saved result) inside an MLflow run named ``key``."""
+             tags: dict[str, Any] | None = None, resume_state: str = "") -> dict[str, Any]:
+    """Run ``work`` (or reuse its saved result) inside an MLflow run named ``key``.
+
+    Once ``result.json`` is written, ``out/resume_state`` (the run's checkpoint) is deleted: a
+    finished run keeps its product (backbone.pt, best.pt, model.pt); the resume state (weights,
+    optimizer, queue or memory) would triple the disk dozens of runs take, and the time DVC
+    spends hashing the outputs. A kill before that point leaves it to resume from."""
     cached = _cached(out, input_hash)
     commit = git_commit()
     tags = {"input_hash": input_hash, "params_hash": params.digest(), "seed": params.seed,
@@ -145,6 +150,8 @@ def _tracked(params: Params, key: str, input_hash: str, out: Path, run_params: d
             run_curves(history, out / "curves.png")
             atomic_write_json(out / "result.json", {"input_hash": input_hash, "key": key,
                                                     "metrics": metrics, "commit": commit})
+            if resume_state:
+                (out / resume_state).unlink(missing_ok=True)
         else:
             metrics = cached["metrics"]
             for row in json.loads((out / "metrics_log.json").read_text()):
@@ -155,13 +162,6 @@ def _tracked(params: Params, key: str, input_hash: str, out: Path, run_params: d
         for name in ("result.json", "metrics_log.json", "curves.png", *artifacts):
             run.log_artifact(out / name)
     return metrics
-
-
-def _drop_resume_state(path: Path) -> None:
-    """A finished run keeps its product (backbone.pt, best.pt, model.pt); the resume state
-    (weights, optimizer, queue or memory) would triple the disk dozens of runs take, and the
-    time DVC spends hashing the outputs."""
-    path.unlink(missing_ok=True)
 
 
 def _final_step(history: list[dict[str, Any]], out: Path) -> int:
@@ -220,15 +220,13 @@ def run_pretrain(params: Params, variant: str, root: str | Path = ".",
 
     def work(on_metrics: MetricsFn) -> dict[str, Any]:
         records = read_pool(paths.dataset("luperson"))
-        metrics = pretrain(pp, records, out, params.seed, on_metrics=on_metrics,
-                           max_steps=max_steps)
-        if is_rank0():
-            _drop_resume_state(out / "checkpoint.pt")
-        return metrics
+        return pretrain(pp, records, out, params.seed, on_metrics=on_metrics,
+                        max_steps=max_steps)
 
     metrics = _tracked(params, f"pretrain/{variant}", input_hash, out,
                        {"pretrain": to_dict(pp), "seed": params.seed, "variant": variant},
-                       work, artifacts=("backbone.pt",), tags={"variant": variant})
+                       work, artifacts=("backbone.pt",), tags={"variant": variant},
+                       resume_state="checkpoint.pt")
     if is_rank0():
         atomic_write_json(paths.metrics / "pretrain" / f"{variant}.json", metrics)
     return metrics
@@ -279,20 +277,20 @@ def finetune_many(params: Params, runs: list[FinetuneRun], root: str | Path = ".
 
         def work(on_metrics: MetricsFn, run: FinetuneRun = run, out: Path = out,
                  weights: str | None = weights) -> dict[str, Any]:
-            metrics = finetune(method, mp, params.finetune.arch, data, init_kind(run.init),
-                               weights, out, params.eval, run.seed,
-                               workers=params.finetune.workers,
-                               channels_last=params.finetune.channels_last,
-                               on_metrics=on_metrics)
-            _drop_resume_state(out / "last.pt")
-            return metrics
+            fp = params.finetune
+            return finetune(method, mp, fp.arch, data, init_kind(run.init), weights, out,
+                            params.eval, run.seed, workers=fp.workers,
+                            channels_last=fp.channels_last, on_metrics=on_metrics,
+                            checkpoint_every=fp.checkpoint_every,
+                            image_cache_mb=fp.image_cache_mb)
 
         results.append(_tracked(
             params, run.key, input_hash, out,
             {"finetune": to_dict(mp), "arch": params.finetune.arch, "eval": to_dict(params.eval),
              "init": run.init, "seed": run.seed, "method": method, "dataset": dataset},
             work, artifacts=("history.json", "best.pt"),
-            tags={"method": method, "dataset": dataset, "init": run.init, "run_seed": run.seed}))
+            tags={"method": method, "dataset": dataset, "init": run.init, "run_seed": run.seed},
+            resume_state="last.pt"))
     return results
 
 
@@ -328,17 +326,17 @@ def adapt_one(params: Params, target_name: str, source_name: str | None, init: s
     out = paths.spcl(setting, init)
 
     def work(on_metrics: MetricsFn) -> dict[str, Any]:
-        metrics = adapt(params.spcl, params.finetune.arch, target, source, init_kind(init),
-                        weights, out, params.eval, params.seed,
-                        workers=params.finetune.workers, on_metrics=on_metrics)
-        _drop_resume_state(out / "last.pt")
-        return metrics
+        fp = params.finetune
+        return adapt(params.spcl, fp.arch, target, source, init_kind(init), weights, out,
+                     params.eval, params.seed, workers=fp.workers, on_metrics=on_metrics,
+                     checkpoint_every=fp.checkpoint_every, image_cache_mb=fp.image_cache_mb)
 
     return _tracked(
         params, f"spcl/{setting}/{init}", input_hash, out,
         {"spcl": to_dict(params.spcl), "arch": params.finetune.arch, "init": init,
          "setting": setting, "seed": params.seed, "source": source_name, "target": target_name},
-        work, artifacts=("history.json", "model.pt"), tags={"setting": setting, "init": init})
+        work, artifacts=("history.json", "model.pt"), tags={"setting": setting, "init": init},
+        resume_state="last.pt")
 
 
 def ablate_variant(params: Params, variant: str, root: str | Path = ".") -> dict[str, Any]:

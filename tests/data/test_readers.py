@@ -1,4 +1,5 @@
-"""Readers on fake directory trees: conventions, bad names, missing folders, corrupt images."""
+"""Readers on fake directory trees: conventions, bad names, missing folders, corrupt images;
+the decoded-image cache."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from PIL import Image
 
 from upreid.data import transforms
 from upreid.data.dataset import ImageDataset, drop_bad_records
+from upreid.data.images import BadImage, ImageCache, read_image
 from upreid.data.readers import (
     check_dataset,
     read_cuhk03,
@@ -136,3 +138,34 @@ def test_corrupt_and_empty_images_are_skipped_and_counted(tmp_path: Path) -> Non
     ds = ImageDataset(data.train, transforms.test_transform(32, 16))
     items = [ds[i] for i in range(len(ds))]  # never raises mid-epoch
     assert len(items) == 4 and len(ds.bad) == 2
+
+
+def test_image_cache_returns_the_decoded_image_within_its_budget(tmp_path: Path) -> None:
+    paths = []
+    for i, color in enumerate([(200, 10, 10), (10, 200, 10), (10, 10, 200)]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (16, 32), color).save(paths[-1])
+    one = 16 * 32 * 3
+    cache = ImageCache(2.5 * one / 2**20)  # room for two of the three images
+    for _ in range(3):
+        for path in paths:
+            img = cache.read(path)
+            assert img.tobytes() == read_image(path).tobytes()
+            img.paste((0, 0, 0), (0, 0, 16, 32))  # a caller's change never reaches the cache
+    assert len(cache) == 2 and cache.used == 2 * one
+    assert (cache.hits, cache.misses) == (4, 5)  # the third image is decoded every time
+    Path(paths[0]).unlink()  # a cached image no longer touches the disk
+    assert cache.read(paths[0]).getpixel((0, 0)) == (200, 10, 10)
+    with pytest.raises(BadImage):  # nor is a bad file cached as good
+        ImageCache(1).read(str(tmp_path / "missing.png"))
+    # drop_bad_records fills the cache that the dataset then reads from
+    _market(tmp_path / "m", {"bounding_box_train": ["0001_c1s1_000001_00.jpg",
+                                                   "0001_c2s1_000002_00.jpg"]})
+    records = read_market1501(tmp_path / "m").train
+    shared = ImageCache(1)
+    kept, _ = drop_bad_records(records, shared)
+    ds = ImageDataset(kept, transforms.test_transform(32, 16), shared)
+    assert [ds[i][0].shape for i in range(2)] == [(3, 32, 16)] * 2
+    assert (shared.hits, shared.misses) == (2, 2)
+    with pytest.raises(ValueError, match="max_mb"):
+        ImageCache(-1)

@@ -13,6 +13,7 @@ from upreid.eval.evaluate import evaluate
 from upreid.models.backbone import build_backbone
 from upreid.params import load_params
 from upreid.train import finetune as ft
+from upreid.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,17 +47,40 @@ def test_each_method_learns_far_above_untrained(method: str, epochs: int, tiny_s
     assert again == pytest.approx(result["best_mAP"], abs=1e-4)
 
 
+class _Killed(Exception):
+    """Stands for a kill in the middle of a run."""
+
+
+def _kill_at(epoch: int):
+    def on_metrics(metrics: dict[str, float], step: int) -> None:
+        if step == epoch:
+            raise _Killed
+
+    return on_metrics
+
+
 def test_resume_reaches_the_uninterrupted_result(tiny_synth: Path, tmp_path: Path) -> None:
     data = read_market1501(tiny_synth / "market1501")
-    mp, ev = _params("pcb", epochs=2, eval_every=2)
-    full = ft.finetune("pcb", mp, "resnet18", data, "scratch", None, tmp_path / "a", ev, 1)
-    short = dataclasses.replace(mp, epochs=1)  # the same run killed after epoch 1 ...
-    ft.finetune("pcb", short, "resnet18", data, "scratch", None, tmp_path / "b", ev, 1)
-    resumed = ft.finetune("pcb", mp, "resnet18", data, "scratch", None, tmp_path / "b", ev, 1)
-    assert resumed["mAP"] == pytest.approx(full["mAP"], abs=1e-6)
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    mp, ev = _params("pcb", epochs=3, eval_every=1)
+    a, b = tmp_path / "a", tmp_path / "b"
+    full = ft.finetune("pcb", mp, "resnet18", data, "scratch", None, a, ev, 1,
+                       checkpoint_every=2, image_cache_mb=64)
+    assert load_checkpoint(a / "last.pt")["epoch"] == 2  # none after the final epoch
+    with pytest.raises(_Killed):  # killed in epoch 3: the checkpoint of epoch 2 is there
+        ft.finetune("pcb", mp, "resnet18", data, "scratch", None, b, ev, 1,
+                    on_metrics=_kill_at(3), checkpoint_every=2)
+    ckpt = load_checkpoint(b / "last.pt")
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
+    # best.pt on disk is the best the checkpoint records
+    assert load_checkpoint(b / "best.pt")["epoch"] == ckpt["best"]["epoch"]
+    resumed = ft.finetune("pcb", mp, "resnet18", data, "scratch", None, b, ev, 1,
+                          checkpoint_every=2)
+    timing = ("wall_s", "images_per_s")
+    assert {k: v for k, v in resumed.items() if k not in timing} == \
+        {k: v for k, v in full.items() if k not in timing}
+    best_a, best_b = load_checkpoint(a / "best.pt"), load_checkpoint(b / "best.pt")
+    assert best_a["epoch"] == best_b["epoch"] == full["best_epoch"]
+    assert all(torch.equal(best_a["model"][k], best_b["model"][k]) for k in best_a["model"])
 
 
 @pytest.mark.parametrize("method", ["bot", "mgn", "bdb", "pcb"])

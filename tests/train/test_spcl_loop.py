@@ -12,6 +12,7 @@ from upreid.data.readers import read_market1501, read_personx
 from upreid.eval.evaluate import evaluate
 from upreid.params import load_params
 from upreid.train import spcl
+from upreid.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,9 +50,25 @@ def test_source_to_target_run_beats_the_untrained_model(tiny_synth: Path,
 def test_target_only_run_resumes(tiny_synth: Path, tmp_path: Path) -> None:
     target = read_market1501(tiny_synth / "market1501")
     sp, ev = _params(epochs=2, eval_every=2, iters_per_epoch=3)
-    full = spcl.adapt(sp, "resnet18", target, None, "scratch", None, tmp_path / "a", ev, 2)
-    spcl.adapt(dataclasses.replace(sp, epochs=1), "resnet18", target, None, "scratch", None,
-               tmp_path / "b", ev, 2)
-    resumed = spcl.adapt(sp, "resnet18", target, None, "scratch", None, tmp_path / "b", ev, 2)
+    a, b = tmp_path / "a", tmp_path / "b"
+    full = spcl.adapt(sp, "resnet18", target, None, "scratch", None, a, ev, 2,
+                      image_cache_mb=64)
+    assert load_checkpoint(a / "last.pt")["epoch"] == 1  # none after the final epoch
+    assert (a / "model.pt").is_file()
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_epoch_2(metrics: dict[str, float], step: int) -> None:
+        if step == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        spcl.adapt(sp, "resnet18", target, None, "scratch", None, b, ev, 2,
+                   on_metrics=kill_in_epoch_2)
+    assert load_checkpoint(b / "last.pt")["epoch"] == 1
+    resumed = spcl.adapt(sp, "resnet18", target, None, "scratch", None, b, ev, 2)
     assert resumed["mAP"] == pytest.approx(full["mAP"], abs=1e-6)
     assert resumed["source_images"] == 0
+    wa, wb = (torch.load(d / "model.pt", weights_only=False)["model"] for d in (a, b))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

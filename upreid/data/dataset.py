@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from upreid.data.images import BadImage, read_image
+from upreid.data.images import BadImage, ImageCache, reader
 from upreid.data.records import Record
 
 log = logging.getLogger(__name__)
@@ -20,14 +20,17 @@ class ImageDataset(Dataset):
 
     A record whose image cannot be decoded is replaced by the next good one and counted in
     ``self.bad`` (per worker process), so one bad file never stops an epoch. Use
-    :func:`drop_bad_records` before training to remove them once, up front.
+    :func:`drop_bad_records` before training to remove them once, up front. Images come from
+    ``cache`` when one is given (see :class:`ImageCache`).
     """
 
-    def __init__(self, records: Sequence[Record], transform: Callable[[Any], Any]) -> None:
+    def __init__(self, records: Sequence[Record], transform: Callable[[Any], Any],
+                 cache: ImageCache | None = None) -> None:
         if not records:
             raise ValueError("ImageDataset: no records")
         self.records = list(records)
         self.transform = transform
+        self.read = reader(cache)
         self.bad: set[int] = set()
 
     def __len__(self) -> int:
@@ -38,7 +41,7 @@ class ImageDataset(Dataset):
             i = (index + offset) % len(self.records)
             rec = self.records[i]
             try:
-                img = read_image(rec.path)
+                img = self.read(rec.path)
             except BadImage as err:
                 if i not in self.bad:
                     self.bad.add(i)
@@ -48,12 +51,15 @@ class ImageDataset(Dataset):
         raise RuntimeError("ImageDataset: every image is unreadable")
 
 
-def drop_bad_records(records: Sequence[Record]) -> tuple[list[Record], list[str]]:
-    """Decode every image once; return the good records and the messages of the bad ones."""
+def drop_bad_records(records: Sequence[Record], cache: ImageCache | None = None
+                     ) -> tuple[list[Record], list[str]]:
+    """Decode every image once (into ``cache`` when given); return the good records and the
+    messages of the bad ones."""
+    read = reader(cache)
     good, bad = [], []
     for rec in records:
         try:
-            read_image(rec.path)
+            read(rec.path)
         except BadImage as err:
             bad.append(str(err))
             continue

@@ -1,10 +1,13 @@
-"""Image reading that survives bad files: a corrupt or empty image is skipped and counted."""
+"""Image reading that survives bad files: a corrupt or empty image is skipped and counted;
+and a bounded in-memory cache of decoded images for the runs that read the same images every
+epoch and every evaluation."""
 
 from __future__ import annotations
 
 import io
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -53,3 +56,48 @@ def read_image(path: str) -> Image.Image:
             return img.convert("RGB")
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise BadImage(f"{path}: {err}") from err
+
+
+class ImageCache:
+    """Decoded images of one run, kept in memory up to ``max_mb`` megabytes.
+
+    A fine-tuning or SpCL run decodes its training images every epoch and its query and gallery
+    images at every evaluation; at 64x32 the decode is most of the data loading. Images are kept
+    in the order they are first read until the budget is spent, then read from disk as before
+    (no eviction: for epochs that sweep the same set, keeping the first ones is as good as any
+    policy). ``read`` returns a copy, so callers may change it. ``max_mb`` 0 turns it off.
+    With loader worker processes each worker fills its own copy for one epoch: use it with
+    ``workers: 0``.
+    """
+
+    def __init__(self, max_mb: float) -> None:
+        if max_mb < 0:
+            raise ValueError(f"ImageCache: max_mb must be >= 0, got {max_mb}")
+        self.budget = int(max_mb * 2**20)
+        self.used = 0
+        self.hits = 0
+        self.misses = 0
+        self._images: dict[str, Image.Image] = {}
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def read(self, path: str) -> Image.Image:
+        """:func:`read_image` of ``path``, from memory when it was read before."""
+        img = self._images.get(path)
+        if img is not None:
+            self.hits += 1
+            return img.copy()
+        self.misses += 1
+        img = read_image(path)
+        size = img.width * img.height * len(img.getbands())
+        if self.used + size <= self.budget:
+            self._images[path] = img
+            self.used += size
+            return img.copy()
+        return img
+
+
+def reader(cache: ImageCache | None) -> Callable[[str], Image.Image]:
+    """``cache.read``, or :func:`read_image` when there is no cache."""
+    return read_image if cache is None else cache.read

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from upreid.data.dataset import drop_bad_records
+from upreid.data.images import ImageCache
 from upreid.data.records import Record, ReIDData
 from upreid.eval.extract import Embedder, extract_features
 from upreid.eval.metrics import evaluate_ranking, pairwise_distance
@@ -18,9 +19,10 @@ from upreid.params import EvalParams
 log = logging.getLogger(__name__)
 
 
-def _readable(records: Sequence[Record], split: str) -> tuple[list[Record], int]:
+def _readable(records: Sequence[Record], split: str, cache: ImageCache | None
+              ) -> tuple[list[Record], int]:
     """The records whose image decodes, and how many were dropped."""
-    good, bad = drop_bad_records(records)
+    good, bad = drop_bad_records(records, cache)
     if bad:
         log.warning("%s: %d unreadable image(s) left out of the evaluation", split, len(bad))
     return good, len(bad)
@@ -39,18 +41,19 @@ def _distances(qf: torch.Tensor, gf: torch.Tensor, params: EvalParams) -> np.nda
 
 def evaluate_with_distances(
     embed: Embedder, data: ReIDData, params: EvalParams, height: int, width: int,
-    workers: int = 0,
+    workers: int = 0, cache: ImageCache | None = None,
 ) -> tuple[dict[str, float | int], np.ndarray, list[Record], list[Record]]:
     """Metrics (percent, see ``evaluate_ranking``) plus ``skipped_images``, the (Q, G) distance
-    matrix and the query / gallery records it is indexed by (unreadable images removed)."""
-    query, bad_q = _readable(data.query, f"{data.name} query")
-    gallery, bad_g = _readable(data.gallery, f"{data.name} gallery")
+    matrix and the query / gallery records it is indexed by (unreadable images removed).
+    A run that evaluates every few epochs passes its ``cache`` (decoded images)."""
+    query, bad_q = _readable(data.query, f"{data.name} query", cache)
+    gallery, bad_g = _readable(data.gallery, f"{data.name} gallery", cache)
     if not query or not gallery:
         raise ValueError(f"{data.name}: no readable query or gallery image")
     qf, q_pids, q_cams = extract_features(embed, query, height, width, params.batch_size,
-                                          params.flip, workers, f"{data.name} query")
+                                          params.flip, workers, f"{data.name} query", cache)
     gf, g_pids, g_cams = extract_features(embed, gallery, height, width, params.batch_size,
-                                          params.flip, workers, f"{data.name} gallery")
+                                          params.flip, workers, f"{data.name} gallery", cache)
     distmat = _distances(qf, gf, params)
     metrics = evaluate_ranking(distmat, q_pids, g_pids, q_cams, g_cams, chunk=params.chunk)
     metrics["skipped_images"] = bad_q + bad_g
@@ -59,7 +62,7 @@ def evaluate_with_distances(
 
 def evaluate(
     embed: Embedder, data: ReIDData, params: EvalParams, height: int, width: int,
-    workers: int = 0,
+    workers: int = 0, cache: ImageCache | None = None,
 ) -> dict[str, float | int]:
     """The metrics of :func:`evaluate_with_distances`."""
-    return evaluate_with_distances(embed, data, params, height, width, workers)[0]
+    return evaluate_with_distances(embed, data, params, height, width, workers, cache)[0]

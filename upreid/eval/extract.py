@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from upreid.data.dataset import ImageDataset, collate
+from upreid.data.images import ImageCache
 from upreid.data.records import Record
 from upreid.data.transforms import test_transform
 from upreid.progress import Progress
@@ -32,15 +33,16 @@ def embed_batch(embed: Embedder, images: Tensor, flip: bool = False) -> Tensor:
 
 def extract_features(
     embed: Embedder, records: Sequence[Record], height: int, width: int, batch_size: int = 128,
-    flip: bool = False, workers: int = 0, desc: str = "extract",
+    flip: bool = False, workers: int = 0, desc: str = "extract", cache: ImageCache | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Features (N, D) float32 L2-normalised, pids (N,) and camids (N,) of ``records``, in order.
 
     The embedder runs under ``torch.no_grad()`` on CPU batches; moving them to its device is the
     embedder's job. Unreadable images must be removed beforehand (``drop_bad_records``):
-    ``ImageDataset`` would substitute another image, so a substitution raises here.
+    ``ImageDataset`` would substitute another image, so a substitution raises here. Images come
+    from ``cache`` when one is given.
     """
-    dataset = ImageDataset(records, test_transform(height, width))
+    dataset = ImageDataset(records, test_transform(height, width), cache)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate, pin_memory=False)
     progress = Progress(len(dataset), desc, unit="img", every=10.0)

@@ -1,8 +1,11 @@
 """Supervised fine-tuning of BoT, MGN, BDB and PCB from any initialisation, resumable.
 
-Every epoch writes ``out/last.pt`` (model, optimizer, scheduler, RNG, epoch) atomically; a
-restarted run resumes from it. Evaluation every ``eval_every`` epochs gives the convergence
-curves (Figures 4-6); the best evaluation's weights go to ``out/best.pt``.
+Every ``checkpoint_every`` epochs ``out/last.pt`` (model, optimizer, scheduler, RNG, epoch) is
+written atomically; a restarted run resumes from it. A finished run writes no ``last.pt`` (there
+is nothing left to resume; its product is ``best.pt`` and ``history.json``). Evaluation every
+``eval_every`` epochs gives the convergence curves (Figures 4-6); the best evaluation's weights
+go to ``out/best.pt``, written with the next checkpoint or at the end, so that ``best.pt`` on
+disk always matches the ``best`` a ``last.pt`` records.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from upreid.data.dataset import ImageDataset, collate, drop_bad_records
+from upreid.data.images import ImageCache
 from upreid.data.records import ReIDData, relabel
 from upreid.data.samplers import PKSampler
 from upreid.data.transforms import train_transform
@@ -80,12 +84,12 @@ def load_finetuned(path: str | Path) -> tuple[nn.Module, str, int, int]:
 
 
 def _evaluate(model: nn.Module, data: ReIDData, eval_params: EvalParams, mp: MethodParams,
-              workers: int) -> dict[str, float]:
+              workers: int, cache: ImageCache | None = None) -> dict[str, float]:
     from upreid.eval.evaluate import evaluate
 
     with torch.random.fork_rng():  # evaluation leaves the training RNG stream untouched
         metrics = evaluate(embedder(model), data, eval_params, mp.height, mp.width,
-                           workers=workers)
+                           workers=workers, cache=cache)
     model.train()
     return {k: float(metrics[k]) for k in EVAL_KEYS}
 
@@ -93,18 +97,23 @@ def _evaluate(model: nn.Module, data: ReIDData, eval_params: EvalParams, mp: Met
 def finetune(method: str, mp: MethodParams, arch: str, data: ReIDData, init: str,
              weights: str | None, out: str | Path, eval_params: EvalParams, seed: int,
              workers: int = 0, channels_last: bool = False,
-             on_metrics: MetricsFn | None = None) -> dict[str, Any]:
+             on_metrics: MetricsFn | None = None, checkpoint_every: int = 1,
+             image_cache_mb: float = 0) -> dict[str, Any]:
     """Fine-tune ``method`` on ``data.train``; evaluate on query/gallery; return the final and
-    best metrics (percent)."""
+    best metrics (percent). ``checkpoint_every`` epochs the run is resumable (``last.pt``);
+    ``image_cache_mb`` keeps decoded images in memory (:class:`ImageCache`)."""
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 epoch, got {checkpoint_every}")
     out = Path(out)
-    train, bad = drop_bad_records(data.train)
+    cache = ImageCache(image_cache_mb) if image_cache_mb else None
+    train, bad = drop_bad_records(data.train, cache)
     train, num_classes = relabel(train)
     seed_everything(seed)
     model = build_model(method, arch, num_classes, init, weights)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     sampler = PKSampler([r.pid for r in train], mp.p, mp.k, seed)
-    loader = DataLoader(ImageDataset(train, train_transform(mp.height, mp.width)),
+    loader = DataLoader(ImageDataset(train, train_transform(mp.height, mp.width), cache),
                         batch_size=mp.p * mp.k, sampler=sampler, num_workers=workers,
                         collate_fn=collate, drop_last=True)
     opt = Adam([p for p in model.parameters() if p.requires_grad], lr=mp.lr,
@@ -114,6 +123,7 @@ def finetune(method: str, mp: MethodParams, arch: str, data: ReIDData, init: str
     meta = {"method": method, "arch": arch, "num_classes": num_classes, "height": mp.height,
             "width": mp.width, "init": init}
     state = _resume(out / "last.pt", model, opt, sched)
+    best = _BestWeights(out / "best.pt", meta, mp)
     progress = Progress(mp.epochs * len(loader), f"finetune {method}", unit="it", every=30)
     progress.done = state["epoch"] * len(loader)
     start = time.perf_counter()
@@ -122,26 +132,50 @@ def finetune(method: str, mp: MethodParams, arch: str, data: ReIDData, init: str
         row = _train_epoch(model, loader, opt, mp, fmt, progress, epoch)
         sched.step()
         if (epoch + 1) % mp.eval_every == 0 or epoch + 1 == mp.epochs:
-            row.update(_evaluate(model, data, eval_params, mp, workers))
+            row.update(_evaluate(model, data, eval_params, mp, workers, cache))
             state["history"].append({"epoch": epoch + 1, **row})
             if row["mAP"] > state["best"].get("mAP", -1.0):
                 state["best"] = {"epoch": epoch + 1, **{k: row[k] for k in EVAL_KEYS}}
-                atomic_torch_save(out / "best.pt", {**meta, "model": model.state_dict(),
-                                                    "epoch": epoch + 1, "metrics": row,
-                                                    "params": to_dict(mp), "commit": git_commit()})
+                best.keep(model, epoch + 1, row)
         if on_metrics is not None:
             on_metrics(row, epoch + 1)
-        save_checkpoint(out / "last.pt", params=to_dict(mp), epoch=epoch + 1, step=epoch + 1,
-                        model=model.state_dict(), optimizer=opt.state_dict(),
-                        scheduler=sched.state_dict(), history=state["history"],
-                        best=state["best"], **meta)
+        if epoch + 1 == mp.epochs:
+            best.write()
+        elif (epoch + 1) % checkpoint_every == 0:
+            best.write()  # before last.pt: a resumed run's best is the one on disk
+            save_checkpoint(out / "last.pt", params=to_dict(mp), epoch=epoch + 1,
+                            step=epoch + 1, model=model.state_dict(),
+                            optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                            history=state["history"], best=state["best"], **meta)
     atomic_write_json(out / "history.json", state["history"])
     final = state["history"][-1]
+    if cache is not None:
+        log.info("image cache: %d images, %.0f MB, %d hits, %d misses", len(cache),
+                 cache.used / 2**20, cache.hits, cache.misses)
     return {**{k: final[k] for k in EVAL_KEYS},
             **{f"best_{k}": v for k, v in state["best"].items()},
             "epochs": mp.epochs, "train_images": len(train), "identities": num_classes,
             "skipped_images": len(bad), "wall_s": time.perf_counter() - start,
             "images_per_s": statistics.median(h["images_per_s"] for h in state["history"])}
+
+
+class _BestWeights:
+    """The best evaluation's weights: kept in memory when found, written to ``best.pt`` with the
+    next checkpoint or at the end (one write where there were several)."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], mp: MethodParams) -> None:
+        self.path, self.meta, self.mp = path, meta, mp
+        self.pending: dict[str, Any] | None = None
+
+    def keep(self, model: nn.Module, epoch: int, row: dict[str, float]) -> None:
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.pending = {**self.meta, "model": weights, "epoch": epoch, "metrics": dict(row),
+                        "params": to_dict(self.mp)}
+
+    def write(self) -> None:
+        if self.pending is not None:
+            atomic_torch_save(self.path, {**self.pending, "commit": git_commit()})
+            self.pending = None
 
 
 def _resume(path: Path, model: nn.Module, opt: Adam, sched: LambdaSchedule) -> dict[str, Any]:

@@ -3,9 +3,9 @@ unsupervised on a target (M) or with a labeled source (P->M).
 
 Each epoch clusters the target part of the memory (DBSCAN on the Jaccard distance of k-reciprocal
 neighbours) with the self-paced reliability criterion; unreliable points and outliers stay
-instances. Source samples keep their ground-truth identities. Every epoch writes ``out/last.pt``
-(model, memory, optimizer, RNG, thresholds) atomically, so a restarted run resumes; the end
-writes the adapted weights to ``out/model.pt``.
+instances. Source samples keep their ground-truth identities. Every ``checkpoint_every`` epochs
+``out/last.pt`` (model, memory, optimizer, RNG, thresholds) is written atomically, so a restarted
+run resumes; the end writes the adapted weights to ``out/model.pt`` (and no ``last.pt``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from upreid.cluster import jaccard_distance, self_paced_labels
 from upreid.data.dataset import ImageDataset, collate, drop_bad_records
+from upreid.data.images import ImageCache
 from upreid.data.records import Record, ReIDData, relabel
 from upreid.data.samplers import PKSampler
 from upreid.data.transforms import train_transform
@@ -55,13 +56,14 @@ class SpCLNet(nn.Module):
 
 
 def _batches(records: Sequence[Record], labels: Sequence[int], sp: SpclParams, seed: int,
-             epoch: int, workers: int) -> Iterator[tuple[Tensor, Tensor]]:
+             epoch: int, workers: int, cache: ImageCache | None
+             ) -> Iterator[tuple[Tensor, Tensor]]:
     """Endless ``(images, memory indices)`` batches of ``batch_size / k`` (pseudo) identities."""
     # few (pseudo) identities early on, e.g. everything in one cluster: fewer per batch
     p = max(1, min(sp.batch_size // sp.k, len({v for v in labels if v >= 0})))
     sampler = PKSampler(labels, p, sp.k, seed)
     sampler.set_epoch(epoch)
-    loader = DataLoader(ImageDataset(records, train_transform(sp.height, sp.width)),
+    loader = DataLoader(ImageDataset(records, train_transform(sp.height, sp.width), cache),
                         batch_size=p * sp.k, sampler=sampler, num_workers=workers,
                         collate_fn=collate, drop_last=True)
     for round_ in itertools.count():
@@ -72,12 +74,12 @@ def _batches(records: Sequence[Record], labels: Sequence[int], sp: SpclParams, s
 
 @torch.no_grad()
 def _features(model: nn.Module, records: Sequence[Record], sp: SpclParams, batch_size: int,
-              workers: int) -> Tensor:
+              workers: int, cache: ImageCache | None) -> Tensor:
     from upreid.eval.extract import extract_features
 
     model.eval()
     feats, _, _ = extract_features(model, records, sp.height, sp.width, batch_size=batch_size,
-                                   workers=workers, desc="spcl features")
+                                   workers=workers, desc="spcl features", cache=cache)
     model.train()
     return feats
 
@@ -95,13 +97,20 @@ class _Run:
 
 def adapt(sp: SpclParams, arch: str, target: ReIDData, source: ReIDData | None, init: str,
           weights: str | None, out: str | Path, eval_params: EvalParams, seed: int,
-          workers: int = 0, on_metrics: MetricsFn | None = None) -> dict[str, Any]:
+          workers: int = 0, on_metrics: MetricsFn | None = None, checkpoint_every: int = 1,
+          image_cache_mb: float = 0) -> dict[str, Any]:
     """SpCL on ``target.train`` (with ``source.train`` labels when given); evaluate on target
-    query/gallery every ``eval_every`` epochs; return final and best metrics (percent)."""
+    query/gallery every ``eval_every`` epochs; return final and best metrics (percent).
+    ``checkpoint_every`` epochs the run is resumable; ``image_cache_mb`` keeps decoded images
+    in memory (:class:`ImageCache`)."""
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 epoch, got {checkpoint_every}")
     out = Path(out)
+    cache = ImageCache(image_cache_mb) if image_cache_mb else None
     seed_everything(seed)
-    tgt, _ = drop_bad_records(target.train)
-    src, src_classes = relabel(drop_bad_records(source.train)[0]) if source else ((), 0)
+    tgt, _ = drop_bad_records(target.train, cache)
+    src, src_classes = (relabel(drop_bad_records(source.train, cache)[0]) if source
+                        else ((), 0))
     model = SpCLNet(arch)
     initialise_backbone(model.backbone, init, weights)
     memory = HybridMemory(FEATURE_DIMS[arch], len(src) + len(tgt), sp.temperature,
@@ -110,10 +119,11 @@ def adapt(sp: SpclParams, arch: str, target: ReIDData, source: ReIDData | None, 
                weight_decay=sp.weight_decay)
     run = _Run()
     if not _resume(out / "last.pt", model, memory, opt, run):
-        run.initial = _evaluate(model, target, eval_params, sp, workers)
+        run.initial = _evaluate(model, target, eval_params, sp, workers, cache)
         log.info("spcl: before adaptation mAP %.1f rank-1 %.1f", run.initial["mAP"],
                  run.initial["rank1"])
-        memory.features.copy_(_features(model, [*src, *tgt], sp, eval_params.batch_size, workers))
+        memory.features.copy_(_features(model, [*src, *tgt], sp, eval_params.batch_size,
+                                        workers, cache))
         memory.labels[: len(src)] = torch.tensor([r.pid for r in src], dtype=torch.long)
     progress = Progress(sp.epochs * sp.iters_per_epoch, "spcl", unit="it", every=30)
     progress.done = run.epoch * sp.iters_per_epoch
@@ -122,19 +132,20 @@ def adapt(sp: SpclParams, arch: str, target: ReIDData, source: ReIDData | None, 
         labels, stats = _recluster(memory, len(src), src_classes, sp, run)
         row: dict[str, float] = {**stats}
         row.update(_train_epoch(model, memory, opt, src, tgt, labels, sp, seed, epoch, workers,
-                                progress))
+                                progress, cache))
         if (epoch + 1) % sp.eval_every == 0 or epoch + 1 == sp.epochs:
-            row.update(_evaluate(model, target, eval_params, sp, workers))
+            row.update(_evaluate(model, target, eval_params, sp, workers, cache))
             if row["mAP"] > run.best.get("mAP", -1.0):
                 run.best = {"epoch": epoch + 1, **{k: row[k] for k in EVAL_KEYS}}
         run.history.append({"epoch": epoch + 1, **row})
         run.epoch = epoch + 1
         if on_metrics is not None:
             on_metrics(row, epoch + 1)
-        save_checkpoint(out / "last.pt", params=to_dict(sp), epoch=run.epoch, step=run.epoch,
-                        model=model.state_dict(), memory=memory.state_dict(),
-                        optimizer=opt.state_dict(), indep=run.indep, history=run.history,
-                        best=run.best, initial=run.initial)
+        if run.epoch < sp.epochs and run.epoch % checkpoint_every == 0:
+            save_checkpoint(out / "last.pt", params=to_dict(sp), epoch=run.epoch, step=run.epoch,
+                            model=model.state_dict(), memory=memory.state_dict(),
+                            optimizer=opt.state_dict(), indep=run.indep, history=run.history,
+                            best=run.best, initial=run.initial)
     atomic_write_json(out / "history.json", run.history)
     atomic_torch_save(out / "model.pt", {"model": model.state_dict(), "arch": arch,
                                          "height": sp.height, "width": sp.width, "init": init,
@@ -180,11 +191,11 @@ def _recluster(memory: HybridMemory, num_src: int, src_classes: int, sp: SpclPar
 
 def _train_epoch(model: nn.Module, memory: HybridMemory, opt: Adam,
                  src: Sequence[Record], tgt: Sequence[Record], labels: list[int],
-                 sp: SpclParams, seed: int, epoch: int, workers: int, progress: Progress
-                 ) -> dict[str, float]:
+                 sp: SpclParams, seed: int, epoch: int, workers: int, progress: Progress,
+                 cache: ImageCache | None) -> dict[str, float]:
     model.train()
-    tgt_batches = _batches(tgt, labels, sp, seed, epoch, workers)
-    src_batches = (_batches(src, [r.pid for r in src], sp, seed + 1, epoch, workers)
+    tgt_batches = _batches(tgt, labels, sp, seed, epoch, workers, cache)
+    src_batches = (_batches(src, [r.pid for r in src], sp, seed + 1, epoch, workers, cache)
                    if src else None)
     total, images, start = 0.0, 0, time.perf_counter()
     for _ in range(sp.iters_per_epoch):
@@ -207,11 +218,12 @@ def _train_epoch(model: nn.Module, memory: HybridMemory, opt: Adam,
 
 
 def _evaluate(model: nn.Module, data: ReIDData, eval_params: EvalParams, sp: SpclParams,
-              workers: int) -> dict[str, float]:
+              workers: int, cache: ImageCache | None) -> dict[str, float]:
     from upreid.eval.evaluate import evaluate
 
     model.eval()
     with torch.random.fork_rng():  # evaluation leaves the training RNG stream untouched
-        metrics = evaluate(model, data, eval_params, sp.height, sp.width, workers=workers)
+        metrics = evaluate(model, data, eval_params, sp.height, sp.width, workers=workers,
+                           cache=cache)
     model.train()
     return {k: float(metrics[k]) for k in EVAL_KEYS}
