@@ -1,6 +1,6 @@
 """Stage `data`: generate the datasets (or check the real ones) and write data/manifest.json."""
 
-from _common import start
+from _common import run, start
 
 from upreid.pipeline import run_data
 
@@ -10,4 +10,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

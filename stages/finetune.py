@@ -2,7 +2,7 @@
 
 import sys
 
-from _common import start
+from _common import run, start
 
 from upreid.pipeline import run_finetune
 
@@ -12,4 +12,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -3,7 +3,7 @@ than one process (the paper profile)."""
 
 import sys
 
-from _common import start
+from _common import run, start
 
 from upreid.pipeline import relaunch_distributed, run_pretrain
 
@@ -15,4 +15,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,6 +1,6 @@
 """Stage `report`: the paper's tables and figures, from the MLflow runs, into reports/."""
 
-from _common import start
+from _common import run, start
 
 from upreid.pipeline import run_report, where
 
@@ -12,4 +12,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -6,12 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure  # no pyplot: no global figure state
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from upreid import tracking  # noqa: E402
+from upreid import tracking
 
 if TYPE_CHECKING:
     from upreid.report.tables import Runs
@@ -39,7 +37,8 @@ def write_curves(runs: Runs, folder: Path, root: str | Path = ".") -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (method, datasets, inits) in CURVES.items():
-        fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.2), squeeze=False)
+        fig = Figure(figsize=(4 * len(datasets), 3.2))
+        axes = fig.subplots(1, len(datasets), squeeze=False)
         for ax, dataset in zip(axes[0], datasets, strict=False):
             for init in inits:
                 points = _history(runs, f"finetune/{method}/{dataset}/{init}/s0", "mAP", root)
@@ -49,7 +48,8 @@ def write_curves(runs: Runs, folder: Path, root: str | Path = ".") -> list[str]:
                    ylabel="mAP (%)")
             _finish(ax)
         written.append(_save(fig, folder / f"{name}.png"))
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     for variant in ("upreid", "random", "online"):
         points = _history(runs, f"pretrain/{variant}", PATCH_LOSS, root)
         if points:
@@ -61,7 +61,7 @@ def write_curves(runs: Runs, folder: Path, root: str | Path = ".") -> list[str]:
     return [str(Path("figures") / "curves" / Path(w).name) for w in written]
 
 
-def _finish(ax: plt.Axes) -> None:
+def _finish(ax: Axes) -> None:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
@@ -69,11 +69,10 @@ def _finish(ax: plt.Axes) -> None:
         ax.text(0.5, 0.5, "runs absent", ha="center", va="center", transform=ax.transAxes)
 
 
-def _save(fig: plt.Figure, path: Path) -> str:
+def _save(fig: Figure, path: Path) -> str:
     tmp = path.with_suffix(".tmp.png")
     fig.tight_layout()
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     tmp.replace(path)
     return str(path)
 
@@ -84,8 +83,8 @@ def run_curves(history: list[dict[str, float]], path: Path) -> str:
     losses = sorted({k for row in history for k in row if k.startswith("loss")})
     scores = [k for k in ("mAP", "rank1") if any(k in row for row in history)]
     panels = [p for p in (losses, scores) if p]
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.5 * max(len(panels), 1), 3.2),
-                             squeeze=False)
+    fig = Figure(figsize=(4.5 * max(len(panels), 1), 3.2))
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)
     for ax, keys in zip(axes[0], panels, strict=False):
         for key in keys:
             points = [(row["step"], row[key]) for row in history if key in row]
