@@ -3,7 +3,8 @@
     python benchmarks/run_all.py [--skip-e2e] [--default-json reports/pipeline_default.json]
 
 Runs bench_eval (metrics vs the per-query reference), bench_pretrain (MoCo vs UP-ReID images/s,
-loader images/s), bench_finetune (images/s per method) and the quick profile's end-to-end wall
+loader images/s), bench_finetune (images/s per method), bench_run (one whole fine-tuning run with
+the runtime options off and on) and the quick profile's end-to-end wall
 time and peak memory; the default profile's, measured once by measure_pipeline.py, is read from
 its JSON.
 """
@@ -78,6 +79,9 @@ def main() -> None:
                      run("bench_finetune.py"))
     lines += section("Fine-tuning at the default profile's size (ResNet-18, 64x32)",
                      run("bench_finetune.py", "--height", "64", "--width", "32"))
+    lines += section("A whole fine-tuning run (default profile): checkpoint every epoch and no "
+                     "image cache (off) vs the profile's checkpoint_every and image_cache_mb (on)",
+                     run("bench_run.py"))
     if not args.skip_e2e:
         lines += section("End to end: quick profile (`dvc repro`, fresh copy)",
                          run("measure_pipeline.py", "--profile", "quick"))
