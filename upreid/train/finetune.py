@@ -168,7 +168,9 @@ class _BestWeights:
         self.pending: dict[str, Any] | None = None
 
     def keep(self, model: nn.Module, epoch: int, row: dict[str, float]) -> None:
-        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        weights = model.state_dict()  # a copy of each tensor; the dict keeps its metadata
+        for key, value in weights.items():
+            weights[key] = value.detach().clone()
         self.pending = {**self.meta, "model": weights, "epoch": epoch, "metrics": dict(row),
                         "params": to_dict(self.mp)}
 
