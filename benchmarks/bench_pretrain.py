@@ -1,10 +1,12 @@
-"""Benchmark: pre-training images/s of MoCo v2 and UP-ReID side by side, and the data loader.
+"""Benchmark: pre-training images/s of MoCo v2 and UP-ReID in fp32 and bf16, side by side, and
+the data loader.
 
     python benchmarks/bench_pretrain.py [--arch resnet18 --height 128 --width 64 --batch 64]
 
-Same batch, image size, threads and memory format for both; medians over steps after a warm-up.
-The loader is measured alone (the three views of METHOD.md's augmentation from JPEGs written by
-the generator). The last line printed is the cost ratio UP-ReID / MoCo per image.
+Same batch, image size, threads and memory format for every case; the fp32 and bf16 steps of a
+method alternate in one process (so a busy neighbour slows both alike); medians over steps after
+a warm-up. The loader is measured alone (the three views of the pre-training augmentation from
+JPEGs written by the generator). The last line printed is the cost ratio UP-ReID / MoCo.
 """
 
 from __future__ import annotations
@@ -26,35 +28,53 @@ from upreid.data.synth import Shot, Writer
 from upreid.data.transforms import PretrainViews
 from upreid.experiments import pretrain_variant
 from upreid.params import load_params
-from upreid.train.optim import SGD
+from upreid.runtime import (
+    Runtime,
+    avoid_amx_bf16_convolution,
+    cpu_has_native_bf16,
+    resolve_device,
+)
 from upreid.train.pretrain import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
+PRECISIONS = ("fp32", "bf16")
 
 
-def step_rate(variant: str, args: argparse.Namespace) -> float:
-    """Median images/s of full training steps (forward, backward, SGD, EMA, enqueue)."""
+def step_rates(variant: str, args: argparse.Namespace) -> dict[str, float]:
+    """Median images/s of full training steps (forward, backward, SGD, EMA, enqueue) in fp32
+    and in bf16 autocast, steps interleaved."""
     base = load_params(ROOT / "params.yaml").pretrain
     pp = dataclasses.replace(pretrain_variant(base, variant), arch=args.arch, height=args.height,
                              width=args.width, batch_size=args.batch)
-    torch.manual_seed(0)
-    model = build_model(pp, 0)
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    opt = SGD(model.online.parameters(), lr=0.01, momentum=0.9)
-    views = [torch.randn(args.batch, 3, args.height, args.width).contiguous(memory_format=fmt)
-             for _ in range(3)]
-    times = []
+    device = resolve_device(args.device)
+    cases = {}
+    for precision in PRECISIONS:
+        torch.manual_seed(0)
+        rt = Runtime(device, precision, args.channels_last)
+        model = rt.place(build_model(pp, 0))
+        opt = torch.optim.SGD(model.online.parameters(), lr=0.01, momentum=0.9)
+        cases[precision] = (rt, model, opt)
+    views = [torch.randn(args.batch, 3, args.height, args.width) for _ in range(3)]
+    times: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     for _ in range(args.steps + 1):
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            loss = model(*views)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        model.step_ema()
-        times.append(time.perf_counter() - start)
-    return args.batch / statistics.median(times[1:])
+        for precision, (rt, model, opt) in cases.items():
+            x = [rt.images(v) for v in views]
+            sync(device)
+            start = time.perf_counter()
+            with rt.autocast():
+                loss = model(*x)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            model.step_ema()
+            sync(device)
+            times[precision].append(time.perf_counter() - start)
+    return {p: args.batch / statistics.median(t[1:]) for p, t in times.items()}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def loader_rate(args: argparse.Namespace, count: int = 256) -> float:
@@ -83,23 +103,29 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    moco = step_rate("moco", args)
-    print(f"MoCo v2: {moco:.1f} images/s", flush=True)
-    upreid = step_rate("upreid", args)
-    print(f"UP-ReID: {upreid:.1f} images/s", flush=True)
+    if args.device == "cpu":
+        avoid_amx_bf16_convolution()  # as the project runs CPU bf16 (upreid/runtime.py)
+    result: dict[str, object] = {
+        "arch": args.arch, "height": args.height, "width": args.width, "batch": args.batch,
+        "threads": torch.get_num_threads(), "channels_last": args.channels_last,
+        "device": args.device, "cpu_native_bf16": cpu_has_native_bf16()}
+    for variant, name in (("moco", "MoCo v2"), ("upreid", "UP-ReID")):
+        rates = step_rates(variant, args)
+        result[f"{variant}_images_per_s"] = rates
+        print(f"{name}: fp32 {rates['fp32']:.1f}, bf16 {rates['bf16']:.1f} images/s "
+              f"(bf16/fp32 {rates['bf16'] / rates['fp32']:.2f}x)", flush=True)
     loader = loader_rate(args)
     print(f"loader ({args.workers} worker(s)): {loader:.1f} images/s", flush=True)
-    result = {"arch": args.arch, "height": args.height, "width": args.width,
-              "batch": args.batch, "threads": torch.get_num_threads(),
-              "channels_last": args.channels_last, "bf16": args.bf16,
-              "moco_images_per_s": moco, "upreid_images_per_s": upreid,
-              "loader_images_per_s": loader, "cost_ratio_upreid_over_moco": moco / upreid}
+    moco, upreid = result["moco_images_per_s"], result["upreid_images_per_s"]
+    ratio = {p: moco[p] / upreid[p] for p in PRECISIONS}  # type: ignore[index]
+    result.update(loader_images_per_s=loader, cost_ratio_upreid_over_moco=ratio)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-    print(f"cost per image, UP-ReID / MoCo: {moco / upreid:.2f}x")
+    print(f"cost per image, UP-ReID / MoCo: fp32 {ratio['fp32']:.2f}x, "
+          f"bf16 {ratio['bf16']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
     python benchmarks/run_all.py [--skip-e2e] [--default-json reports/pipeline_default.json]
 
-Runs bench_eval (metrics vs the per-query reference), bench_pretrain (MoCo vs UP-ReID images/s,
-loader images/s), bench_finetune (images/s per method), bench_run (one whole fine-tuning run with
-the runtime options off and on) and the quick profile's end-to-end wall
-time and peak memory; the default profile's, measured once by measure_pipeline.py, is read from
-its JSON.
+Runs bench_eval (metrics vs the per-query reference; MSMT17-scale evaluation with and without
+re-ranking), bench_pretrain (MoCo vs UP-ReID images/s in fp32 and bf16, loader images/s),
+bench_finetune (images/s per method in fp32 and bf16), bench_precision (both precisions train for
+200 steps), bench_run (one whole fine-tuning run with the runtime options off and on) and the
+quick profile's end-to-end wall time and peak memory; the default profile's, measured once by
+measure_pipeline.py, is read from its JSON, and the GPU check's (benchmarks/gpu_check.py, run on
+a GPU machine) from reports/gpu_check.md.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ def main() -> None:
              "one run; medians over steps.", ""]
     lines += section("Evaluation: ours vs the per-query reference loop",
                      run("bench_eval.py", *args.eval_args.split()))
+    lines += section("Evaluation at MSMT17 scale (11,659 x 82,161, 2048-d): seconds and peak "
+                     "memory, without and with re-ranking", run("bench_eval.py", "--msmt"))
+    lines += section("Both precisions train: UP-ReID pre-training and BoT fine-tuning, 200 "
+                     "steps each (default profile geometry)", run("bench_precision.py"))
     lines += section("Pre-training: MoCo v2 vs UP-ReID, and the data loader (ResNet-18, 128x64)",
                      run("bench_pretrain.py"))
     lines += section("Pre-training at the default profile's size (ResNet-18, 64x32)",
@@ -88,13 +94,15 @@ def main() -> None:
     if args.default_json.is_file():
         lines += section("End to end: default profile (recorded run)",
                          json.loads(args.default_json.read_text()))
-    gpu = ROOT / "reports" / "benchmarks_gpu.json"
+    gpu = ROOT / "reports" / "gpu_check.md"
     if gpu.is_file():
-        lines += section("GPU: paper-profile pre-training steps", json.loads(gpu.read_text()))
+        lines += ["## GPU (`python benchmarks/gpu_check.py`, on a GPU machine)", "",
+                  gpu.read_text(), ""]
     else:
-        lines += ["## GPU", "", "No GPU measurement recorded (no accelerator was available when "
-                  "this report was produced); the bf16/channels_last path is exercised on CPU "
-                  "by the tests.", ""]
+        lines += ["## GPU", "", "No GPU measurement recorded: no accelerator was available when "
+                  "this report was produced. `benchmarks/gpu_check.py` is the check to run on "
+                  "one; its `--tiny` mode runs the same code on the CPU in the tests, and the "
+                  "`cuda`-marked tests it runs are skipped without a GPU.", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")

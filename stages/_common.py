@@ -1,10 +1,7 @@
-"""What every stage script shares: logging, the resolved params, and a quick exit."""
+"""What every stage script shares: logging, the resolved params, the torchrun relaunch."""
 
 from __future__ import annotations
 
-import atexit
-import logging
-import os
 import sys
 from collections.abc import Callable
 
@@ -12,20 +9,18 @@ from upreid.params import Params, load_params
 from upreid.progress import setup_logging
 
 
-def start() -> Params:
+def start(distributed: bool = False) -> Params:
+    """Logging and the resolved ``params.yaml``; with ``distributed`` the process is replaced by
+    ``torchrun`` over the same script when ``launch`` asks for several processes."""
     setup_logging()
-    return load_params("params.yaml")
+    params = load_params("params.yaml")
+    if distributed:
+        from upreid.pipeline import relaunch_distributed
+
+        relaunch_distributed(params, sys.argv)
+    return params
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run a stage's ``main`` and, once it has succeeded, end the process without the
-    interpreter's teardown of every loaded module (1.3 s per stage with torch and MLflow loaded,
-    measured): the exit handlers still run, the logs and streams are flushed, every file the
-    stage wrote was already written atomically. A failure takes the normal way out (traceback,
-    exit status 1)."""
+    """Run a stage's ``main``; a failure exits with its traceback and status 1."""
     main()
-    atexit._run_exitfuncs()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)

@@ -8,7 +8,7 @@ from upreid.pipeline import run_finetune
 
 
 def main() -> None:
-    run_finetune(start(), sys.argv[1], sys.argv[2])
+    run_finetune(start(distributed=True), sys.argv[1], sys.argv[2])
 
 
 if __name__ == "__main__":

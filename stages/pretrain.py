@@ -5,13 +5,11 @@ import sys
 
 from _common import run, start
 
-from upreid.pipeline import relaunch_distributed, run_pretrain
+from upreid.pipeline import run_pretrain
 
 
 def main() -> None:
-    params = start()
-    relaunch_distributed(params, sys.argv)
-    run_pretrain(params, sys.argv[1])
+    run_pretrain(start(distributed=True), sys.argv[1])
 
 
 if __name__ == "__main__":

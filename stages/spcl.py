@@ -8,7 +8,7 @@ from upreid.pipeline import run_spcl
 
 
 def main() -> None:
-    run_spcl(start(), sys.argv[1])
+    run_spcl(start(distributed=True), sys.argv[1])
 
 
 if __name__ == "__main__":

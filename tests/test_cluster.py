@@ -55,6 +55,17 @@ def test_jaccard_matches_naive(k1: int, k2: int) -> None:
     np.testing.assert_allclose(np.diag(dist), 0.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("k1, k2", [(4, 2), (6, 3)])
+def test_jaccard_ties_break_by_index(k1: int, k2: int) -> None:
+    # entries +-1/4: dot products are exact multiples of 1/16, so distances tie exactly
+    gen = torch.Generator().manual_seed(1)
+    signs = (torch.randint(0, 2, (3, 16), generator=gen) * 2 - 1).repeat(8, 1)
+    flip = torch.rand(24, 16, generator=gen) < 0.1
+    feats = torch.where(flip, -signs, signs).float() / 4.0
+    dist = jaccard_distance(feats, k1=k1, k2=k2)
+    np.testing.assert_allclose(dist, _naive_jaccard(feats, k1, k2), atol=1e-5)
+
+
 def _blocks(sizes: list[int], within: float = 0.1, between: float = 0.9) -> np.ndarray:
     """Distance matrix of consecutive groups: ``within`` inside a group, ``between`` across."""
     group = np.repeat(np.arange(len(sizes)), sizes)

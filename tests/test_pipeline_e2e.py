@@ -73,7 +73,7 @@ def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "Running stage 'report'" in first
     resumed = (tmp_path / "killed-finetune@bot-market1501.log").read_text()
     assert re.search(r"resuming from .*pretrain/upreid/checkpoint\.pt", resumed), resumed[-3000:]
-    assert "resuming fine-tuning from" in first, first[-3000:]
+    assert "finetune bot: resuming from" in first, first[-3000:]
     # a finished run keeps its product, not its resume state
     assert not (pre / "checkpoint.pt").exists() and (pre / "backbone.pt").is_file()
     assert not (fine / "last.pt").exists() and (fine / "best.pt").is_file()
@@ -108,6 +108,7 @@ def _check_same_as_uninterrupted(work: Path, pre: Path, fine: Path) -> None:
     from upreid.data.readers import read_dataset, read_pool
     from upreid.experiments import pretrain_variant
     from upreid.params import load_params
+    from upreid.pipeline import runtime_of
     from upreid.train.finetune import finetune
     from upreid.train.pretrain import pretrain
 
@@ -115,9 +116,11 @@ def _check_same_as_uninterrupted(work: Path, pre: Path, fine: Path) -> None:
     assert params.profile == "quick"
     data_root = work / params.data.root
     pp = pretrain_variant(params.pretrain, "upreid")
-    pretrain(pp, read_pool(data_root / "luperson"), work / "ref-pre", params.seed)
-    ours = torch.load(pre / "backbone.pt", map_location="cpu")
-    ref = torch.load(work / "ref-pre" / "backbone.pt", map_location="cpu")
+    pretrain(pp, read_pool(data_root / "luperson"), work / "ref-pre", params.seed,
+             runtime_of(params))
+    ours = torch.load(pre / "backbone.pt", map_location="cpu", weights_only=True)
+    ref = torch.load(work / "ref-pre" / "backbone.pt", map_location="cpu",
+                     weights_only=True)
     ours, ref = ours["backbone"], ref["backbone"]
     assert ours.keys() == ref.keys()
     for key in ref:
@@ -127,8 +130,7 @@ def _check_same_as_uninterrupted(work: Path, pre: Path, fine: Path) -> None:
     metrics = finetune("bot", mp, params.finetune.arch, read_dataset("market1501",
                        data_root / "market1501"), "moco", str(pre.parent / "moco" / "backbone.pt"),
                        work / "ref-fine", params.eval, params.seed,
-                       workers=params.finetune.workers,
-                       channels_last=params.finetune.channels_last)
+                       runtime=runtime_of(params), workers=params.finetune.workers)
     saved = json.loads((fine / "result.json").read_text())["metrics"]
     for key in ("mAP", "rank1", "mINP", "best_mAP"):
         assert saved[key] == metrics[key], (key, saved[key], metrics[key])

@@ -182,9 +182,9 @@ def explain(checkpoints: Annotated[list[Path], typer.Argument(help="one or more 
             images: Annotated[list[Path], typer.Option("--images", help="query images")],
             out: Annotated[Path, typer.Option()] = Path("explain.png")) -> None:
     """Feature-response maps of each checkpoint's trunk over a few images (Figure 8)."""
-    from upreid.pipeline import explain_checkpoints
+    from upreid.pipeline import explain_checkpoints, runtime_of
 
-    typer.echo(f"wrote {explain_checkpoints(checkpoints, images, out)}")
+    typer.echo(f"wrote {explain_checkpoints(checkpoints, images, out, runtime_of(_params()))}")
 
 
 @app.command()

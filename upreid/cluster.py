@@ -9,102 +9,36 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from sklearn.cluster import DBSCAN
 
-
-def _rank(features: torch.Tensor, k: int, block: int = 2048) -> np.ndarray:
-    """Indices of the ``k`` nearest neighbours by cosine similarity, self first: (N, k)."""
-    out = []
-    for start in range(0, features.shape[0], block):
-        sim = features[start : start + block] @ features.t()  # (block, N)
-        rows = torch.arange(sim.shape[0])
-        sim[rows, rows + start] = float("inf")
-        out.append(torch.topk(sim, k, dim=1).indices)
-    return torch.cat(out).numpy()
+from upreid.eval import kreciprocal
 
 
-def _pair_dist(features: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances 2 - 2 f_i . f_j for (P,) index pairs, in chunks: (P,)."""
-    feats = features.float()
-    out = np.empty(rows.size)
-    for start in range(0, rows.size, 1 << 16):
-        i = torch.from_numpy(rows[start : start + (1 << 16)])
-        j = torch.from_numpy(cols[start : start + (1 << 16)])
-        out[start : start + i.numel()] = (2.0 - 2.0 * (feats[i] * feats[j]).sum(1)).numpy()
-    return out
+def _spcl_distance(sim: torch.Tensor) -> torch.Tensor:
+    """SpCL's distance of unit vectors, 2 - 2 cos, from their similarities (in place)."""
+    return sim.mul_(-2.0).add_(2.0)
 
 
-def _reciprocal(rank: np.ndarray, k: int) -> sp.csr_matrix:
-    """(N, N) 0/1 matrix of k-reciprocal neighbours: j in top-(k+1) of i and i in top-(k+1) of j."""
-    n = rank.shape[0]
-    top = rank[:, : k + 1]  # at most rank.shape[1] columns, as in the reference
-    rows = np.repeat(np.arange(n), top.shape[1])
-    forward = sp.csr_matrix((np.ones(rows.size), (rows, top.ravel())), shape=(n, n))
-    return forward.multiply(forward.T).tocsr()
-
-
-def _encode(features: torch.Tensor, rank: np.ndarray, k1: int) -> sp.csr_matrix:
-    """Sparse k-reciprocal encoding V: (N, N), each row a softmax over its expanded set."""
-    r_full = _reciprocal(rank, k1)  # R(i, k1)
-    r_half = _reciprocal(rank, int(np.around(k1 / 2)))  # R(c, k1/2)
-    # overlap[i, c] = |R(i, k1) ∩ R(c, k1/2)| for candidates c in R(i, k1)
-    overlap = (r_full @ r_half.T).multiply(r_full).tocoo()
-    half_size = np.asarray(r_half.sum(axis=1)).ravel()
-    rows, cols = overlap.row, overlap.col
-    keep = overlap.data > 2.0 / 3.0 * half_size[cols]
-    n = rank.shape[0]
-    expand = sp.csr_matrix((np.ones(keep.sum()), (rows[keep], cols[keep])), shape=(n, n))
-    support = ((r_full + expand @ r_half) > 0).tocoo()
-    rows, cols = support.row, support.col
-    weight = np.exp(-_pair_dist(features, rows, cols))
-    weight /= np.bincount(rows, weights=weight, minlength=n)[rows]
-    return sp.csr_matrix((weight, (rows, cols)), shape=(n, n))
-
-
-def _query_expand(v: sp.csr_matrix, rank: np.ndarray, k2: int) -> sp.csr_matrix:
-    """Local query expansion: row i becomes the mean of the rows of its k2 nearest neighbours."""
-    n = rank.shape[0]
-    rows = np.repeat(np.arange(n), k2)
-    mean = sp.csr_matrix((np.full(rows.size, 1.0 / k2), (rows, rank[:, :k2].ravel())), (n, n))
-    return (mean @ v).tocsr()
-
-
-def _min_overlap(v: sp.csr_matrix) -> np.ndarray:
-    """(N, N) float32 sum over columns l of min(V[i, l], V[j, l])."""
-    n = v.shape[0]
-    out = np.zeros((n, n), dtype=np.float32)
-    v = v.tocsc()
-    for col in range(n):
-        lo, hi = v.indptr[col], v.indptr[col + 1]
-        rows, vals = v.indices[lo:hi], v.data[lo:hi]
-        out[np.ix_(rows, rows)] += np.minimum.outer(vals, vals)
-    return out
-
-
-def jaccard_distance(features: torch.Tensor, k1: int = 30, k2: int = 6) -> np.ndarray:
+def jaccard_distance(
+    features: torch.Tensor, k1: int = 30, k2: int = 6, device: torch.device | str = "cpu"
+) -> np.ndarray:
     """Jaccard distance of k-reciprocal encodings (Zhong et al. 2017, Eq. 10-12; SpCL's variant).
+
+    The shared sparse encoding of :mod:`upreid.eval.kreciprocal` with SpCL's settings: distances
+    2 - 2 f_i . f_j, each point its own first neighbour, the k1 nearest ranked (ties by index).
 
     Args:
         features: (N, D) L2-normalised features.
         k1: neighbourhood size; k-reciprocal sets use k1 and the expansion uses round(k1 / 2).
         k2: local query expansion size (1 disables it).
+        device: where the neighbour search runs (matrix products, top-k).
 
     Returns:
         (N, N) float32 distance in [0, 1], zero on the diagonal.
     """
-    feats = features.detach().float().cpu()
-    rank = _rank(feats, min(k1, feats.shape[0]))  # (N, k1)
-    v = _encode(feats, rank, k1)
-    if k2 != 1:
-        v = _query_expand(v, rank, min(k2, rank.shape[1]))
-    dist = _min_overlap(v)  # intersection; rows of V sum to 1, so the union is 2 - it
-    union = 2.0 - dist
-    dist /= union
-    del union
-    np.subtract(1.0, dist, out=dist)  # in place: N may be tens of thousands
-    return np.clip(dist, 0.0, None, out=dist)
+    source = kreciprocal.FeatureSource(features, _spcl_distance, device)
+    return kreciprocal.jaccard(source, k1, k2, kreciprocal.SPCL)
 
 
 def dbscan(dist: np.ndarray, eps: float, min_samples: int) -> np.ndarray:

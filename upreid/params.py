@@ -204,8 +204,6 @@ class PretrainParams:
     bn_splits: int  # shuffle-BN groups of the EMA encoder within one process
     workers: int
     checkpoint_every_steps: int  # 0: only at epoch ends
-    channels_last: bool
-    amp: Literal["auto", "off", "bf16"]  # auto: bf16 on CUDA, off on CPU
     compile: bool
 
     def __post_init__(self) -> None:
@@ -259,7 +257,6 @@ class FinetuneParams:
     arch: Literal["resnet18", "resnet34", "resnet50"]
     insup_weights: str  # local torchvision ResNet ImageNet state-dict file
     workers: int  # loader processes (fine-tuning and SpCL)
-    channels_last: bool
     checkpoint_every: int  # epochs between resumable checkpoints (fine-tuning and SpCL)
     image_cache_mb: int  # decoded images kept in memory per run; 0: off (see ImageCache)
     bot: MethodParams
@@ -314,6 +311,22 @@ class EvalParams:
 
 
 @dataclass(frozen=True)
+class RuntimeParams:
+    """``runtime``: where every stage computes (training, extraction, distances, ranking)."""
+
+    device: str  # auto (CUDA when present) | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 where the device has it natively
+    channels_last: bool
+
+    def __post_init__(self) -> None:
+        ok = self.device in ("auto", "cpu", "cuda") or (
+            self.device.startswith("cuda:") and self.device[5:].isdigit())
+        if not ok:
+            raise ParamsError(f"runtime.device: {self.device!r} is not auto, cpu, cuda or "
+                              "cuda:N")
+
+
+@dataclass(frozen=True)
 class PipelineParams:
     """``pipeline``: which runs the tables compare (values, read by the library, not by DVC)."""
 
@@ -355,6 +368,7 @@ class Params:
     eval: EvalParams
     pipeline: PipelineParams
     launch: LaunchParams
+    runtime: RuntimeParams
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def digest(self) -> str:
@@ -371,6 +385,7 @@ SECTIONS: dict[str, type] = {
     "eval": EvalParams,
     "pipeline": PipelineParams,
     "launch": LaunchParams,
+    "runtime": RuntimeParams,
 }
 TOP_KEYS = ("profile", "seed", "profiles", *SECTIONS)
 

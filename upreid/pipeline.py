@@ -28,8 +28,10 @@ from upreid.experiments import (
     pretrain_variant,
 )
 from upreid.io import atomic_write_json, git_commit
+from upreid.models.checkpoints import load_model
 from upreid.models.init import check_init
 from upreid.params import Params, to_dict
+from upreid.runtime import Runtime, build_runtime
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,12 @@ def is_rank0() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def runtime_of(params: Params) -> Runtime:
+    """This process's device, precision and rank, from the ``runtime`` section."""
+    rt = params.runtime
+    return build_runtime(rt.device, rt.precision, rt.channels_last)
+
+
 def _manifest_digest(paths: Paths) -> str:
     if not paths.manifest.is_file():
         raise FileNotFoundError(f"{paths.manifest} not found: run the data stage first "
@@ -114,8 +122,14 @@ def _fresh_dir(out: Path, input_hash: str) -> None:
 
 def _tracked(params: Params, key: str, input_hash: str, out: Path, run_params: dict[str, Any],
              work: Callable[[MetricsFn], dict[str, Any]], artifacts: tuple[str, ...] = (),
-             tags: dict[str, Any] | None = None, resume_state: str = "") -> dict[str, Any]:
+             tags: dict[str, Any] | None = None, resume_state: str = "",
+             solo: bool = False) -> dict[str, Any]:
     """Run ``work`` (or reuse its saved result) inside an MLflow run named ``key``.
+
+    Under ``torchrun`` only rank 0 talks to MLflow. A DDP unit of work runs on every rank and
+    rank 0 records it; a ``solo`` unit (one of the runs a stage spreads over its ranks) runs on
+    one rank, which writes its result; rank 0 logs it to MLflow afterwards (it finds the result
+    on disk, not in MLflow, and re-logs it).
 
     Once ``result.json`` is written, ``out/resume_state`` (the run's checkpoint) is deleted: a
     finished run keeps its product (backbone.pt, best.pt, model.pt); the resume state (weights,
@@ -130,43 +144,52 @@ def _tracked(params: Params, key: str, input_hash: str, out: Path, run_params: d
             log.info("%s: unchanged inputs, result reused", key)
             return cached["metrics"]
         log.info("%s: unchanged inputs, result re-logged to MLflow", key)
-    elif not is_rank0():
+    elif not is_rank0() and not solo:
         return work(lambda metrics, step: None)
     if cached is None:
         _fresh_dir(out, input_hash)
+    if not is_rank0():  # a solo unit on another rank: the files, no MLflow
+        return _do_work(work, out, input_hash, key, commit, resume_state, lambda m, s: None)
     with tracking.stage_run(key, profile=params.profile, params=run_params, tags=tags,
                             commit=commit) as run:
-        history: list[dict[str, Any]] = []
-
-        def on_metrics(metrics: dict[str, float], step: int) -> None:
-            history.append({"step": step, **metrics})
-            run.log_metrics(metrics, step)
-
         if cached is None:
-            metrics = work(on_metrics)
-            atomic_write_json(out / "metrics_log.json", history)
-            from upreid.report.figures import run_curves
-
-            run_curves(history, out / "curves.png")
-            atomic_write_json(out / "result.json", {"input_hash": input_hash, "key": key,
-                                                    "metrics": metrics, "commit": commit})
-            if resume_state:
-                (out / resume_state).unlink(missing_ok=True)
+            metrics = _do_work(work, out, input_hash, key, commit, resume_state,
+                               run.log_metrics)
         else:
             metrics = cached["metrics"]
             for row in json.loads((out / "metrics_log.json").read_text()):
                 step = row.pop("step")
                 run.log_metrics(row, step)
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)},
-                        _final_step(history, out))
+                        _final_step(out))
         for name in ("result.json", "metrics_log.json", "curves.png", *artifacts):
             run.log_artifact(out / name)
     return metrics
 
 
-def _final_step(history: list[dict[str, Any]], out: Path) -> int:
-    if history:
-        return int(history[-1]["step"])
+def _do_work(work: Callable[[MetricsFn], dict[str, Any]], out: Path, input_hash: str, key: str,
+             commit: str, resume_state: str, log_metrics: MetricsFn) -> dict[str, Any]:
+    """Run ``work``, then write its metrics log, curves and ``result.json`` (the record that
+    the run is done with these inputs) and drop its resume state."""
+    from upreid.report.figures import run_curves
+
+    history: list[dict[str, Any]] = []
+
+    def on_metrics(metrics: dict[str, float], step: int) -> None:
+        history.append({"step": step, **metrics})
+        log_metrics(metrics, step)
+
+    metrics = work(on_metrics)
+    atomic_write_json(out / "metrics_log.json", history)
+    run_curves(history, out / "curves.png")
+    atomic_write_json(out / "result.json", {"input_hash": input_hash, "key": key,
+                                            "metrics": metrics, "commit": commit})
+    if resume_state:
+        (out / resume_state).unlink(missing_ok=True)
+    return metrics
+
+
+def _final_step(out: Path) -> int:
     log_file = out / "metrics_log.json"
     rows = json.loads(log_file.read_text()) if log_file.is_file() else []
     return int(rows[-1]["step"]) if rows else 0
@@ -184,7 +207,7 @@ def run_data(params: Params, root: str | Path = ".") -> dict[str, Any]:
     if params.data.source == "synth":
         from upreid.data.synth import synthesize, write_contact_sheet
 
-        synthesize(params.data, paths.data)
+        synthesize(params.data, paths.data, inside=paths.root)
         write_contact_sheet(paths.dataset("market1501"),
                             paths.reports / "figures" / "contact_sheet.png")
     summary: dict[str, Any] = {"source": params.data.source, "root": str(params.data.root),
@@ -220,11 +243,12 @@ def run_pretrain(params: Params, variant: str, root: str | Path = ".",
 
     def work(on_metrics: MetricsFn) -> dict[str, Any]:
         records = read_pool(paths.dataset("luperson"))
-        return pretrain(pp, records, out, params.seed, on_metrics=on_metrics,
-                        max_steps=max_steps)
+        return pretrain(pp, records, out, params.seed, runtime_of(params),
+                        on_metrics=on_metrics, max_steps=max_steps)
 
     metrics = _tracked(params, f"pretrain/{variant}", input_hash, out,
-                       {"pretrain": to_dict(pp), "seed": params.seed, "variant": variant},
+                       {"pretrain": to_dict(pp), "seed": params.seed, "variant": variant,
+                        "runtime": to_dict(params.runtime)},
                        work, artifacts=("backbone.pt",), tags={"variant": variant},
                        resume_state="checkpoint.pt")
     if is_rank0():
@@ -246,9 +270,33 @@ def run_finetune(params: Params, method: str, dataset: str,
     """Every fine-tuning run of one (method, dataset) stage: each init, each seed."""
     paths = Paths(params, root)
     runs = finetune_runs(params, method, dataset)
-    results = {run.dirname: metrics for run, metrics in
-               zip(runs, finetune_many(params, runs, root), strict=True)}
+    done = spread(params, runs, lambda share: finetune_many(params, share, root))
+    if not is_rank0():
+        return {}
+    results = {run.dirname: metrics for run, metrics in zip(runs, done, strict=True)}
     atomic_write_json(paths.metrics / "finetune" / f"{method}-{dataset}.json", results)
+    return results
+
+
+def spread(params: Params, units: list[Any], do: Callable[[list[Any]], list[Any]]) -> list[Any]:
+    """``do(units)``, with the units spread over the ``torchrun`` ranks (one device each) when
+    there are several: each rank does every ``world``-th unit, then rank 0 goes over them all,
+    reusing the finished results (and logging those of the other ranks to MLflow)."""
+    rt = runtime_of(params)
+    if rt.world == 1:
+        return do(units)
+    from datetime import timedelta
+
+    from upreid.train.distributed import barrier, cleanup, init_distributed
+
+    init_distributed(rt, timeout=timedelta(days=7))  # ranks wait for the longest share
+    mine = units[rt.rank::rt.world]
+    if mine:
+        do(mine)
+    barrier()
+    results = do(units) if rt.main else []
+    barrier()
+    cleanup()
     return results
 
 
@@ -279,18 +327,18 @@ def finetune_many(params: Params, runs: list[FinetuneRun], root: str | Path = ".
                  weights: str | None = weights) -> dict[str, Any]:
             fp = params.finetune
             return finetune(method, mp, fp.arch, data, init_kind(run.init), weights, out,
-                            params.eval, run.seed, workers=fp.workers,
-                            channels_last=fp.channels_last, on_metrics=on_metrics,
-                            checkpoint_every=fp.checkpoint_every,
+                            params.eval, run.seed, runtime_of(params), workers=fp.workers,
+                            on_metrics=on_metrics, checkpoint_every=fp.checkpoint_every,
                             image_cache_mb=fp.image_cache_mb)
 
         results.append(_tracked(
             params, run.key, input_hash, out,
             {"finetune": to_dict(mp), "arch": params.finetune.arch, "eval": to_dict(params.eval),
-             "init": run.init, "seed": run.seed, "method": method, "dataset": dataset},
+             "init": run.init, "seed": run.seed, "method": method, "dataset": dataset,
+             "runtime": to_dict(params.runtime)},
             work, artifacts=("history.json", "best.pt"),
             tags={"method": method, "dataset": dataset, "init": run.init, "run_seed": run.seed},
-            resume_state="last.pt"))
+            resume_state="last.pt", solo=True))
     return results
 
 
@@ -302,8 +350,12 @@ def run_spcl(params: Params, setting: str, root: str | Path = ".") -> dict[str, 
     source, target = SPCL_SETTINGS[setting]
     for init in params.pipeline.inits:
         check_init(init_kind(init), _init_weights(params, paths, init))
-    results = {init: adapt_one(params, target, source, init, root, setting)
-               for init in params.pipeline.inits}
+    inits = list(params.pipeline.inits)
+    done = spread(params, inits, lambda share: [adapt_one(params, target, source, init, root,
+                                                          setting) for init in share])
+    if not is_rank0():
+        return {}
+    results = dict(zip(inits, done, strict=True))
     atomic_write_json(paths.metrics / "spcl" / f"{setting}.json", results)
     return results
 
@@ -328,15 +380,17 @@ def adapt_one(params: Params, target_name: str, source_name: str | None, init: s
     def work(on_metrics: MetricsFn) -> dict[str, Any]:
         fp = params.finetune
         return adapt(params.spcl, fp.arch, target, source, init_kind(init), weights, out,
-                     params.eval, params.seed, workers=fp.workers, on_metrics=on_metrics,
-                     checkpoint_every=fp.checkpoint_every, image_cache_mb=fp.image_cache_mb)
+                     params.eval, params.seed, runtime_of(params), workers=fp.workers,
+                     on_metrics=on_metrics, checkpoint_every=fp.checkpoint_every,
+                     image_cache_mb=fp.image_cache_mb)
 
     return _tracked(
         params, f"spcl/{setting}/{init}", input_hash, out,
         {"spcl": to_dict(params.spcl), "arch": params.finetune.arch, "init": init,
-         "setting": setting, "seed": params.seed, "source": source_name, "target": target_name},
+         "setting": setting, "seed": params.seed, "source": source_name, "target": target_name,
+         "runtime": to_dict(params.runtime)},
         work, artifacts=("history.json", "model.pt"), tags={"setting": setting, "init": init},
-        resume_state="last.pt")
+        resume_state="last.pt", solo=True)
 
 
 def ablate_variant(params: Params, variant: str, root: str | Path = ".") -> dict[str, Any]:
@@ -352,29 +406,12 @@ def ablate_variant(params: Params, variant: str, root: str | Path = ".") -> dict
     return {r.init: m for r, m in zip(runs, finetune_many(params, runs, root), strict=True)}
 
 
-def load_embedder(checkpoint: str | Path) -> tuple[Any, int, int]:
-    """``(embed, height, width)`` for a fine-tuned checkpoint (best.pt / last.pt) or an
-    exported pre-trained backbone (backbone.pt: global-average-pooled trunk features)."""
-    import torch
-
-    from upreid.train.finetune import embedder, load_finetuned
-
-    blob = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if isinstance(blob, dict) and "method" in blob:
-        model, _method, height, width = load_finetuned(checkpoint)
-        return embedder(model), height, width
-    from upreid.models.backbone import build_backbone, load_backbone_file
-
-    arch = blob.get("arch", "resnet50") if isinstance(blob, dict) else "resnet50"
-    trunk = build_backbone(arch)
-    load_backbone_file(trunk, checkpoint)
-    trunk.eval()
-    height, width = (blob.get("height", 256), blob.get("width", 128))
-
-    def embed(x: torch.Tensor) -> torch.Tensor:
-        return trunk(x).mean(dim=(2, 3))
-
-    return embed, height, width
+def load_embedder(checkpoint: str | Path, runtime: Runtime) -> tuple[Any, int, int]:
+    """``(embed, height, width)`` for a fine-tuned checkpoint (best.pt / last.pt) or a file of
+    trunk weights (pooled features), computing on ``runtime``'s device."""
+    loaded = load_model(checkpoint)
+    runtime.place(loaded.model)
+    return runtime.embedder(loaded.model, loaded.output), loaded.height, loaded.width
 
 
 def evaluate_checkpoint(params: Params, checkpoint: str | Path, data_path: str | Path,
@@ -386,9 +423,10 @@ def evaluate_checkpoint(params: Params, checkpoint: str | Path, data_path: str |
     from upreid.eval.visualize import ranked_list_png
 
     data = read_dataset(fmt, data_path)
-    embed, height, width = load_embedder(checkpoint)
+    rt = runtime_of(params)
+    embed, height, width = load_embedder(checkpoint, rt)
     metrics, distmat, query, gallery = evaluate_with_distances(embed, data, params.eval,
-                                                               height, width)
+                                                               height, width, device=rt.device)
     out = Path(out)
     atomic_write_json(out / "metrics.json", {"checkpoint": str(checkpoint),
                                               "data": str(data_path), **metrics})
@@ -396,31 +434,16 @@ def evaluate_checkpoint(params: Params, checkpoint: str | Path, data_path: str |
     return metrics
 
 
-def load_trunk(checkpoint: str | Path) -> tuple[Any, int, int]:
-    """``(trunk, height, width)`` of a fine-tuned checkpoint or an exported backbone."""
-    import torch
-
-    from upreid.models.backbone import build_backbone, load_backbone_file
-    from upreid.report.explain import find_trunk
-
-    blob = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if isinstance(blob, dict) and "method" in blob:
-        from upreid.train.finetune import load_finetuned
-
-        model, _method, height, width = load_finetuned(checkpoint)
-        return find_trunk(model), height, width
-    trunk = build_backbone(blob.get("arch", "resnet50"))
-    load_backbone_file(trunk, checkpoint)
-    return trunk, blob.get("height", 256), blob.get("width", 128)
-
-
 def explain_checkpoints(checkpoints: list[Path], images: list[Path], out: Path,
-                        names: list[str] | None = None) -> Path:
+                        runtime: Runtime, names: list[str] | None = None) -> Path:
     """Figure 8: response maps of each checkpoint side by side."""
     from upreid.report.explain import explain_png
 
     names = names or [f"{Path(c).parent.name}/{Path(c).name}" for c in checkpoints]
-    models = {n: load_trunk(c) for n, c in zip(names, checkpoints, strict=True)}
+    models = {}
+    for name, path in zip(names, checkpoints, strict=True):
+        loaded = load_model(path)
+        models[name] = (runtime.place(loaded.trunk), loaded.height, loaded.width)
     return explain_png(models, images, out)
 
 
@@ -437,7 +460,7 @@ def figure8(params: Params, root: str | Path = ".", count: int = 4) -> Path | No
     step = max(1, len(query) // count)
     images = [Path(r.path) for r in query[::step][:count]]
     return explain_checkpoints(ckpts, images, paths.reports / "figures" / "figure8_explain.png",
-                               names=["BoT from MoCo", "BoT from UP-ReID"])
+                               runtime_of(params), names=["BoT from MoCo", "BoT from UP-ReID"])
 
 
 def search_gallery(params: Params, checkpoint: str | Path, query: str | Path,
@@ -445,8 +468,9 @@ def search_gallery(params: Params, checkpoint: str | Path, query: str | Path,
     """The ``topk`` gallery images nearest to ``query``."""
     from upreid.eval.search import search
 
-    embed, height, width = load_embedder(checkpoint)
-    return search(embed, query, gallery, height, width, topk)
+    rt = runtime_of(params)
+    embed, height, width = load_embedder(checkpoint, rt)
+    return search(embed, query, gallery, height, width, topk, device=rt.device)
 
 
 def run_report(params: Params, root: str | Path = ".") -> dict[str, Any]:

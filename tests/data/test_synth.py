@@ -77,3 +77,24 @@ def test_identities_vary_and_render_is_an_image(synth_root: Path) -> None:
     assert isinstance(Identity.sample(np.random.default_rng(0)), Identity)
     sheet = write_contact_sheet(synth_root / "a" / "market1501", synth_root / "sheet.png")
     assert sheet.stat().st_size > 1000
+
+
+def test_the_generator_clears_only_folders_it_wrote(tmp_path: Path) -> None:
+    from upreid.data.synth import MARKER, prepare_root
+
+    project = tmp_path / "project"
+    user = project / "mine"
+    user.mkdir(parents=True)
+    (user / "thesis.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="was not written by the generator"):
+        prepare_root(user, inside=project)
+    assert (user / "thesis.txt").read_text() == "keep me"
+    with pytest.raises(ValueError, match="outside the project folder"):
+        prepare_root(tmp_path / "elsewhere", inside=project)
+    with pytest.raises(ValueError, match="was not written by the generator"):
+        prepare_root(project, inside=project)  # data.root: . must not wipe the project
+    ours = project / "data" / "synth"
+    prepare_root(ours, inside=project)
+    (ours / "old.jpg").write_bytes(b"x")
+    prepare_root(ours, inside=project)  # its own folder: cleared and marked again
+    assert sorted(p.name for p in ours.iterdir()) == [MARKER]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torchvision.models.resnet import Bottleneck
 
 from upreid.losses.reid import reid_loss
 from upreid.models.backbone import ResNetTrunk
@@ -104,6 +105,15 @@ def test_batch_drop_width_ratio() -> None:
 def test_bdb_ratios_are_arguments() -> None:
     model = BDB("resnet18", NUM_CLASSES, h_ratio=0.5, w_ratio=0.8)
     assert (model.drop.h_ratio, model.drop.w_ratio) == (0.5, 0.8)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_bdb_part_block_is_a_torchvision_bottleneck_keeping_the_map(arch: str) -> None:
+    model = BDB(arch, NUM_CLASSES).eval()
+    assert isinstance(model.part_block, Bottleneck) and model.part_block.downsample is None
+    fmap = torch.randn(2, model.backbone.out_channels, 8, 4)
+    with torch.no_grad():
+        assert model.part_block(fmap).shape == fmap.shape
 
 
 def test_bnneck_bias_frozen() -> None:

@@ -25,7 +25,7 @@ def _pp(variant: str = "upreid", **kw: object):
     base = load_params(ROOT / "params.yaml", "quick").pretrain
     pp = pretrain_variant(base, variant)
     small = dict(height=32, width=16, batch_size=8, epochs=2, queue_size=16, hidden_dim=16,
-                 dim=8, workers=0, patches=4, warmup_epochs=1, channels_last=False)
+                 dim=8, workers=0, patches=4, warmup_epochs=1)
     return dataclasses.replace(pp, **{**small, **kw})
 
 
@@ -39,7 +39,7 @@ def test_resume_after_kill_equals_uninterrupted(tiny_pool: list[Record], tmp_pat
     assert full["steps"] == 6  # 24 images / batch 8 x 2 epochs
     # a run that dies after 4 steps (mid-epoch 2, right after a step checkpoint) ...
     loop.pretrain(pp, tiny_pool, tmp_path / "cut", seed=3, max_steps=4)
-    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["step"] == 4
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["state"]["step"] == 4
     # ... and is started again with the same arguments
     loop.pretrain(pp, tiny_pool, tmp_path / "cut", seed=3)
     a = _weights(tmp_path / "full" / "checkpoint.pt")
@@ -116,8 +116,9 @@ def test_two_process_torchrun_keeps_ranks_identical(tiny_pool: list[Record],
         "    torch.save(models[0].state_dict(), path)\n"
         "    cleanup()\n"
         "loop.build_model, loop.cleanup = capture, dump\n"
+        "from upreid.runtime import build_runtime\n"
         "loop.pretrain(t._pp(epochs=1, batch_size=8), records, "
-        f"{str(out)!r}, seed=0, max_steps=2)\n")
+        f"{str(out)!r}, seed=0, runtime=build_runtime('cpu', 'fp32', False), max_steps=2)\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script)],
@@ -130,7 +131,7 @@ def test_two_process_torchrun_keeps_ranks_identical(tiny_pool: list[Record],
     assert any(k.startswith("queue") for k in shared) and any("ema." in k for k in shared)
     for key in shared:
         assert torch.equal(a[key], b[key]), key
-    assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
+    assert load_checkpoint(out / "checkpoint.pt")["state"]["step"] == 2
     assert (out / "backbone.pt").is_file()
 
 

@@ -53,7 +53,7 @@ def test_target_only_run_resumes(tiny_synth: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     full = spcl.adapt(sp, "resnet18", target, None, "scratch", None, a, ev, 2,
                       image_cache_mb=64)
-    assert load_checkpoint(a / "last.pt")["epoch"] == 1  # none after the final epoch
+    assert load_checkpoint(a / "last.pt")["state"]["epoch"] == 1  # none after the final epoch
     assert (a / "model.pt").is_file()
 
     class Killed(Exception):
@@ -66,9 +66,9 @@ def test_target_only_run_resumes(tiny_synth: Path, tmp_path: Path) -> None:
     with pytest.raises(Killed):
         spcl.adapt(sp, "resnet18", target, None, "scratch", None, b, ev, 2,
                    on_metrics=kill_in_epoch_2)
-    assert load_checkpoint(b / "last.pt")["epoch"] == 1
+    assert load_checkpoint(b / "last.pt")["state"]["epoch"] == 1
     resumed = spcl.adapt(sp, "resnet18", target, None, "scratch", None, b, ev, 2)
     assert resumed["mAP"] == pytest.approx(full["mAP"], abs=1e-6)
     assert resumed["source_images"] == 0
-    wa, wb = (torch.load(d / "model.pt", weights_only=False)["model"] for d in (a, b))
+    wa, wb = (torch.load(d / "model.pt", weights_only=True)["model"] for d in (a, b))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -147,6 +147,28 @@ def read_dataset(fmt: str, root: str | Path, problems: Problems = None) -> ReIDD
     return READERS[fmt](root, problems)
 
 
+class _KeysUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: any class or function reference is refused, so a crafted
+    ``keys.pkl`` cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise DatasetLayoutError(f"keys file refers to {module}.{name}: only a list of str or "
+                                 "bytes keys is accepted")
+
+
+def read_keys(path: Path) -> list[str]:
+    """LUPerson's ``keys.pkl``: a list (or tuple) of str / bytes keys, read as data."""
+    with path.open("rb") as fh:
+        try:
+            keys = _KeysUnpickler(fh).load()
+        except (pickle.UnpicklingError, EOFError, ValueError) as err:
+            raise DatasetLayoutError(f"{path}: not a pickled list of keys ({err})") from err
+    if not isinstance(keys, list | tuple) or not all(isinstance(k, str | bytes) for k in keys):
+        raise DatasetLayoutError(f"{path}: expected a list of str or bytes keys, got "
+                                 f"{type(keys).__name__}")
+    return [k.decode() if isinstance(k, bytes) else k for k in keys]
+
+
 def read_pool(root: str | Path) -> list[Record]:
     """The unlabeled pre-training pool: an LMDB of JPEG bytes with ``keys.pkl`` (LUPerson's
     layout) or a folder of images (searched recursively). Records carry pid -1, camid 0."""
@@ -155,13 +177,11 @@ def read_pool(root: str | Path) -> list[Record]:
     _require_dir(root, layout)
     keys_file = root / "keys.pkl"
     if keys_file.is_file():
-        with keys_file.open("rb") as fh:
-            keys = pickle.load(fh)
+        keys = read_keys(keys_file)
         if not (root / "data.mdb").is_file():
             raise DatasetLayoutError(f"{keys_file} found but no {root / 'data.mdb'}; expected "
                                      f"layout: {layout}")
-        names = [k.decode() if isinstance(k, bytes) else str(k) for k in keys]
-        return [Record(f"{LMDB_PREFIX}{root}::{k}", -1, 0) for k in names]
+        return [Record(f"{LMDB_PREFIX}{root}::{k}", -1, 0) for k in keys]
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
     if not files:
         raise DatasetLayoutError(f"no images under {root}; expected layout: {layout}")

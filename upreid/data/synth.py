@@ -434,13 +434,36 @@ def _count(data: DataParams) -> int:
     return len(_pool_plan(data.seed, data)) + sum(per.values()) + per["cuhk03"]
 
 
-def synthesize(data: DataParams, root: str | Path) -> None:
-    """Write every dataset of the profile under ``root`` (replacing what is there)."""
+MARKER = ".upreid-synth"  # left in every folder the generator writes; it clears only those
+
+
+def prepare_root(root: Path, inside: Path | None = None) -> None:
+    """Make ``root`` an empty folder for the generator: a folder it wrote before (its marker is
+    there) is cleared; an empty or missing one is used; anything else is refused, as is a root
+    outside ``inside`` (the project folder), so that no user data is ever deleted."""
     import shutil
 
-    root = Path(root)
+    root = root.resolve()
+    if inside is not None and not root.is_relative_to(inside.resolve()):
+        raise ValueError(f"data.root {root} is outside the project folder {inside.resolve()}; "
+                         "the generator writes only inside the project")
     if root.exists():
-        shutil.rmtree(root)
+        if (root / MARKER).is_file():
+            shutil.rmtree(root)
+        elif not root.is_dir() or any(root.iterdir()):
+            raise ValueError(f"data.root {root} exists and was not written by the generator "
+                             f"(no {MARKER} file); choose a new or empty folder for data.root, "
+                             "or delete it yourself if it holds older generated data")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("written by the upreid pedestrian generator; it may clear this "
+                               "folder\n")
+
+
+def synthesize(data: DataParams, root: str | Path, inside: str | Path | None = None) -> None:
+    """Write every dataset of the profile under ``root``, replacing what the generator wrote
+    there before (see :func:`prepare_root`; ``inside`` is the project folder)."""
+    root = Path(root)
+    prepare_root(root, Path(inside) if inside is not None else None)
     progress = Progress(_count(data), "synth", unit="img", every=15)
     pool = Writer("pool", data.seed, data, data.pool.cameras)
     write_pool(pool, root / "luperson", data, progress)

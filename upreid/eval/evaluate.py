@@ -13,7 +13,7 @@ from upreid.data.images import ImageCache
 from upreid.data.records import Record, ReIDData
 from upreid.eval.extract import Embedder, extract_features
 from upreid.eval.metrics import evaluate_ranking, pairwise_distance
-from upreid.eval.rerank import re_ranking
+from upreid.eval.rerank import re_rank_features
 from upreid.params import EvalParams
 
 log = logging.getLogger(__name__)
@@ -28,24 +28,32 @@ def _readable(records: Sequence[Record], split: str, cache: ImageCache | None
     return good, len(bad)
 
 
-def _distances(qf: torch.Tensor, gf: torch.Tensor, params: EvalParams) -> np.ndarray:
-    """(Q, G) float32 distances, k-reciprocal re-ranked when ``params.rerank``."""
-    q_g = pairwise_distance(qf, gf, params.metric).numpy()
+def _distances(qf: torch.Tensor, gf: torch.Tensor, params: EvalParams) -> torch.Tensor:
+    """(Q, G) float32 distances on the features' device, k-reciprocal re-ranked when
+    ``params.rerank``: from the features in blocks (:func:`re_rank_features`, on the same
+    device), the output being the only (Q, G) array it allocates."""
     if not params.rerank:
-        return q_g.astype(np.float32)
-    q_q = pairwise_distance(qf, qf, params.metric).numpy()
-    g_g = pairwise_distance(gf, gf, params.metric).numpy()
-    return re_ranking(q_g, q_q, g_g, k1=params.rerank_k1, k2=params.rerank_k2,
-                      lambda_value=params.rerank_lambda).astype(np.float32)
+        return pairwise_distance(qf, gf, params.metric).float()
+    distmat = re_rank_features(
+        qf,
+        gf,
+        k1=params.rerank_k1,
+        k2=params.rerank_k2,
+        lambda_value=params.rerank_lambda,
+        metric=params.metric,
+        device=qf.device,
+    )
+    return torch.from_numpy(distmat).to(qf.device)
 
 
 def evaluate_with_distances(
     embed: Embedder, data: ReIDData, params: EvalParams, height: int, width: int,
-    workers: int = 0, cache: ImageCache | None = None,
+    workers: int = 0, cache: ImageCache | None = None, device: torch.device | str = "cpu",
 ) -> tuple[dict[str, float | int], np.ndarray, list[Record], list[Record]]:
     """Metrics (percent, see ``evaluate_ranking``) plus ``skipped_images``, the (Q, G) distance
-    matrix and the query / gallery records it is indexed by (unreadable images removed).
-    A run that evaluates every few epochs passes its ``cache`` (decoded images)."""
+    matrix (NumPy, float32) and the query / gallery records it is indexed by (unreadable images
+    removed). Distances and ranking are computed on ``device`` in float32. A run that evaluates
+    every few epochs passes its ``cache`` (decoded images)."""
     query, bad_q = _readable(data.query, f"{data.name} query", cache)
     gallery, bad_g = _readable(data.gallery, f"{data.name} gallery", cache)
     if not query or not gallery:
@@ -54,15 +62,16 @@ def evaluate_with_distances(
                                           params.flip, workers, f"{data.name} query", cache)
     gf, g_pids, g_cams = extract_features(embed, gallery, height, width, params.batch_size,
                                           params.flip, workers, f"{data.name} gallery", cache)
-    distmat = _distances(qf, gf, params)
+    distmat = _distances(qf.to(device), gf.to(device), params)
     metrics = evaluate_ranking(distmat, q_pids, g_pids, q_cams, g_cams, chunk=params.chunk)
     metrics["skipped_images"] = bad_q + bad_g
-    return metrics, distmat, query, gallery
+    return metrics, distmat.cpu().numpy(), query, gallery
 
 
 def evaluate(
     embed: Embedder, data: ReIDData, params: EvalParams, height: int, width: int,
-    workers: int = 0, cache: ImageCache | None = None,
+    workers: int = 0, cache: ImageCache | None = None, device: torch.device | str = "cpu",
 ) -> dict[str, float | int]:
     """The metrics of :func:`evaluate_with_distances`."""
-    return evaluate_with_distances(embed, data, params, height, width, workers, cache)[0]
+    return evaluate_with_distances(embed, data, params, height, width, workers, cache,
+                                   device)[0]

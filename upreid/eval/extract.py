@@ -20,7 +20,8 @@ Embedder = Callable[[Tensor], Tensor]
 
 @torch.no_grad()
 def embed_batch(embed: Embedder, images: Tensor, flip: bool = False) -> Tensor:
-    """L2-normalised float32 features (B, D) of normalised images (B, 3, H, W).
+    """L2-normalised float32 features (B, D) of normalised images (B, 3, H, W), on the device
+    where ``embed`` computes them.
 
     With ``flip`` the features of the image and of its horizontal mirror are summed (i.e.
     averaged) *before* the normalisation.
@@ -28,7 +29,7 @@ def embed_batch(embed: Embedder, images: Tensor, flip: bool = False) -> Tensor:
     feats = embed(images)
     if flip:
         feats = feats + embed(images.flip(3))
-    return F.normalize(feats.float(), dim=1).cpu()
+    return F.normalize(feats.float(), dim=1)
 
 
 def extract_features(
@@ -38,13 +39,14 @@ def extract_features(
     """Features (N, D) float32 L2-normalised, pids (N,) and camids (N,) of ``records``, in order.
 
     The embedder runs under ``torch.no_grad()`` on CPU batches; moving them to its device is the
-    embedder's job. Unreadable images must be removed beforehand (``drop_bad_records``):
-    ``ImageDataset`` would substitute another image, so a substitution raises here. Images come
-    from ``cache`` when one is given.
+    embedder's job (:meth:`upreid.runtime.Runtime.embedder`), and the features stay there.
+    Unreadable images must be removed beforehand (``drop_bad_records``): ``ImageDataset`` would
+    substitute another image, so a substitution raises here. Images come from ``cache`` when one
+    is given.
     """
     dataset = ImageDataset(records, test_transform(height, width), cache)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate, pin_memory=False)
+                        collate_fn=collate, pin_memory=torch.cuda.is_available())
     progress = Progress(len(dataset), desc, unit="img", every=10.0)
     feats, pids, camids = [], [], []
     expected = 0
@@ -58,4 +60,6 @@ def extract_features(
         pids.append(pid)
         camids.append(camid)
         progress.update(len(index))
+    if not feats:
+        raise ValueError(f"{desc}: no images to extract features from")
     return torch.cat(feats), torch.cat(pids), torch.cat(camids)

@@ -38,7 +38,7 @@ def pairwise_distance(qf: torch.Tensor, gf: torch.Tensor, metric: str = "cosine"
         qf = qf.float()
     q = F.normalize(qf, dim=1)
     g = F.normalize(gf.to(q.dtype), dim=1)
-    cos_dist = (1.0 - q @ g.T).clamp_min_(0.0)  # (Q, G)
+    cos_dist = (q @ g.T).neg_().add_(1.0).clamp_min_(0.0)  # (Q, G), one (Q, G) buffer
     return DISTANCES[metric](cos_dist)
 
 

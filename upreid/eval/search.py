@@ -44,11 +44,11 @@ def _query_feature(embed: Embedder, query: Path, height: int, width: int) -> tor
 
 def search(
     embed: Embedder, query: str | Path, gallery: str | Path, height: int, width: int,
-    topk: int = 10, batch_size: int = 128,
+    topk: int = 10, batch_size: int = 128, device: torch.device | str = "cpu",
 ) -> list[tuple[str, float]]:
     """The ``topk`` images of the ``gallery`` folder nearest to the ``query`` image, as
     ``(path, cosine distance)`` in ascending distance (ties by path). Unreadable gallery images
-    are skipped with a warning."""
+    are skipped with a warning. Distances and ranking are computed on ``device``."""
     qf = _query_feature(embed, Path(query), height, width)
     files = gallery_images(gallery)
     records, bad = drop_bad_records([Record(str(p), -1, -1) for p in files])
@@ -57,6 +57,6 @@ def search(
     if not records:
         raise FileNotFoundError(f"no readable image under gallery folder {gallery}")
     gf, _, _ = extract_features(embed, records, height, width, batch_size, desc="search")
-    dist = pairwise_distance(qf, gf, "cosine")[0]  # (G,)
-    order = torch.sort(dist, stable=True).indices[:topk]
+    dist = pairwise_distance(qf.to(device), gf.to(device), "cosine")[0]  # (G,)
+    order = torch.sort(dist, stable=True).indices[:topk].cpu()
     return [(records[i].path, float(dist[i])) for i in order.tolist()]

@@ -10,9 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from upreid.runtime import full_precision
+
 SCHEMES = ("symmetric", "random", "online")
 
 
+@full_precision
 def info_nce(q: Tensor, k: Tensor, queue: Tensor, tau: float) -> Tensor:
     """Global contrast, Eq. 7: ``-log e^{q.k/t} / (e^{q.k/t} + sum_n e^{q.n/t})``.
 
@@ -24,6 +27,7 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, tau: float) -> Tensor:
     return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 
 
+@full_precision
 def multi_positive_nce(q: Tensor, positives: Tensor, negatives: Tensor, tau: float) -> Tensor:
     """Patch contrast with several positives, Eq. 10 (Eq. 8 when ``P = 1``).
 
@@ -85,6 +89,7 @@ def rbf_mmd2(x: Tensor, y: Tensor, scales: tuple[float, ...] = (0.25, 0.5, 1.0, 
     return kernel[:m, :m].mean() + kernel[m:, m:].mean() - 2 * kernel[:m, m:].mean()
 
 
+@full_precision
 def consistency_loss(q0: Tensor, k0: Tensor, o: Tensor, tau: float) -> Tensor:
     """Global consistency, Eq. 2-4: ``MMD^2(P^a, P^o)``.
 

@@ -1,21 +1,26 @@
 """ResNet trunks shared by pre-training and every fine-tuning method.
 
-The trunk keeps torchvision's parameter names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``), so
-torchvision ImageNet files, our pre-training exports and public MoCo/LUPerson checkpoints
-(``module.encoder_q.*``) all load through :func:`normalize_backbone_keys`.
+The trunk is torchvision's ResNet without ``avgpool`` and ``fc``, so it keeps torchvision's
+parameter names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``): torchvision ImageNet files, our
+pre-training exports and public MoCo/LUPerson checkpoints (``module.encoder_q.*``) all load
+through :func:`normalize_backbone_keys`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision.models import ResNet, resnet18, resnet34, resnet50
 
-from upreid.models.resnet import LAYOUTS, init_resnet, make_stage
-
-BACKBONES = LAYOUTS  # name -> (block type, blocks per stage)
+BACKBONES: dict[str, Callable[..., ResNet]] = {  # name -> torchvision constructor
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+}
 FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 STAGE_DIMS = {  # output channels of layer1..layer4
     "resnet18": (64, 128, 256, 512),
@@ -23,6 +28,7 @@ STAGE_DIMS = {  # output channels of layer1..layer4
     "resnet50": (256, 512, 1024, 2048),
 }
 TRUNK_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
+TRUNK_MODULES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
 
 def _check_arch(arch: str) -> None:
@@ -30,8 +36,24 @@ def _check_arch(arch: str) -> None:
         raise ValueError(f"unknown backbone {arch!r}; valid are {sorted(BACKBONES)}")
 
 
+def _torchvision_resnet(arch: str) -> ResNet:
+    """Untrained torchvision ResNet whose classifier is empty (``num_classes=0``).
+
+    The empty ``fc`` draws no random numbers, so under a given seed the trunk's weights are
+    those of torchvision's initialisation applied to the trunk alone (the same values as the
+    project's earlier in-package ResNet); a 1000-way ``fc`` would shift the RNG first.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+        return BACKBONES[arch](weights=None, num_classes=0)
+
+
 def set_last_stride(layer: nn.Sequential, stride: int) -> None:
-    """Set the stride of the first block of a ResNet stage (1 keeps 2x spatial resolution)."""
+    """Set the stride of the first block of a ResNet stage (1 keeps 2x spatial resolution).
+
+    The strided convolution is ``conv2`` in a bottleneck (torchvision's v1.5) and ``conv1`` in a
+    basic block; the block's downsample shortcut gets the same stride.
+    """
     block = layer[0]
     conv = block.conv2 if hasattr(block, "conv3") else block.conv1  # bottleneck vs basic
     conv.stride = (stride, stride)
@@ -40,27 +62,24 @@ def set_last_stride(layer: nn.Sequential, stride: int) -> None:
 
 
 class ResNetTrunk(nn.Module):
-    """ResNet without pooling and classifier: ``(B, 3, H, W) -> (B, C, H/s, W/s)``."""
+    """ResNet without pooling and classifier: ``(B, 3, H, W) -> (B, C, H/s, W/s)``.
+
+    ``s`` is 32, or 16 with ``last_stride=1`` (the re-ID change to ``layer4``); ``C`` is
+    ``out_channels``. The modules are torchvision's, held under torchvision's names.
+    """
 
     def __init__(self, arch: str, last_stride: int = 2) -> None:
         super().__init__()
         _check_arch(arch)
-        block, depths = BACKBONES[arch]
         self.arch = arch
         self.out_channels = FEATURE_DIMS[arch]
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        in_ch, stages = 64, []
-        for planes, blocks, stride in zip((64, 128, 256, 512), depths, (1, 2, 2, last_stride),
-                                          strict=True):
-            stages.append(make_stage(block, in_ch, planes, blocks, stride))
-            in_ch = planes * block.expansion
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        init_resnet(self)
+        net = _torchvision_resnet(arch)
+        for name in TRUNK_MODULES:  # registration order fixes the state-dict key order
+            setattr(self, name, getattr(net, name))
+        set_last_stride(self.layer4, last_stride)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W) -> (B, 64, H/4, W/4)``: conv1, BN, ReLU, max pooling."""
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,6 +88,7 @@ class ResNetTrunk(nn.Module):
 
 
 def build_backbone(arch: str, last_stride: int = 2) -> ResNetTrunk:
+    """Untrained :class:`ResNetTrunk` of ``arch`` (``resnet18``, ``resnet34``, ``resnet50``)."""
     return ResNetTrunk(arch, last_stride)
 
 
@@ -104,7 +124,7 @@ def load_backbone_file(trunk: ResNetTrunk, path: str | Path) -> dict[str, torch.
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = torch.load(path, map_location="cpu", weights_only=True)  # data, never code
     for key in ("backbone", "state_dict", "model"):
         if isinstance(blob, Mapping) and isinstance(blob.get(key), Mapping):
             blob = blob[key] if key != "backbone" else {f"backbone.{k}": v

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.resnet import Bottleneck
 
 from upreid.models.backbone import FEATURE_DIMS, build_backbone
 from upreid.models.heads import Reduction, ReIDOutput, make_classifier, weights_init_kaiming
-from upreid.models.resnet import Bottleneck
 
 
 class BatchDrop(nn.Module):
@@ -47,6 +47,8 @@ class BDB(nn.Module):
         super().__init__()
         self.backbone = build_backbone(arch, last_stride=1)
         in_dim = FEATURE_DIMS[arch]
+        # C -> C/4 -> C: channels and stride unchanged, so the identity shortcut needs no
+        # downsample module
         self.part_block = Bottleneck(in_dim, in_dim // Bottleneck.expansion)
         self.part_block.apply(weights_init_kaiming)
         self.drop = BatchDrop(h_ratio, w_ratio)

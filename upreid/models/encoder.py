@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from upreid.models.backbone import FEATURE_DIMS, build_backbone
+from upreid.runtime import full_precision
 
 
 class Encoder(nn.Module):
@@ -25,7 +26,13 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         pooled = self.backbone(x).mean(dim=(2, 3))  # (B, C)
-        return F.normalize(self.projector(pooled), dim=1)
+        return _project(self.projector, pooled)
+
+
+@full_precision
+def _project(projector: nn.Module, pooled: Tensor) -> Tensor:
+    """The projection and its L2 normalisation in float32 under any autocast: (B, C) -> (B, dim)."""
+    return F.normalize(projector(pooled), dim=1)
 
 
 @torch.no_grad()

@@ -11,7 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from upreid.runtime import full_precision
 
+
+@full_precision
 def hybrid_loss(
     inputs: Tensor, indexes: Tensor, memory_features: Tensor, labels: Tensor, temperature: float
 ) -> Tensor:
@@ -32,7 +35,7 @@ def hybrid_loss(
     Returns:
         Scalar mean loss.
     """
-    logits = (inputs @ memory_features.t()).float() / temperature  # (B, N), fp32 under autocast
+    logits = inputs @ memory_features.t() / temperature  # (B, N)
     num_labels = int(labels.max()) + 1
     summed = logits.new_zeros(num_labels, logits.shape[0])  # (L, B)
     summed.index_add_(0, labels, logits.t())

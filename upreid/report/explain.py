@@ -33,7 +33,8 @@ def activation_map(trunk: ResNetTrunk, image: torch.Tensor) -> torch.Tensor:
     """``[H, W]`` in [0, 1]: the last stage's activations summed over channels (``image`` is a
     normalised ``[3, H, W]`` tensor), bilinearly upsampled to the image size."""
     trunk.eval()
-    fmap = trunk(image.unsqueeze(0))  # [1, C, h, w]
+    device = next(trunk.parameters()).device
+    fmap = trunk(image.unsqueeze(0).to(device)).float().cpu()  # [1, C, h, w]
     heat = fmap.sum(dim=1, keepdim=True)
     heat = F.interpolate(heat, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     heat = heat - heat.min()

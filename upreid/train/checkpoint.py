@@ -1,4 +1,5 @@
-"""Checkpoints: state dicts + resolved params + git commit + epoch/step, written atomically."""
+"""Checkpoint files: state dicts and plain data only, written atomically, read with
+``weights_only=True`` so that loading a file never runs code from it."""
 
 from __future__ import annotations
 
@@ -13,34 +14,41 @@ from upreid.io import atomic_torch_save, git_commit
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain data."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                  "has_gauss": has_gauss, "cached": cached},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    npy = state["numpy"]
+    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
+                         npy["has_gauss"], npy["cached"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | Path, *, params: dict[str, Any], epoch: int, step: int,
-                    **states: Any) -> None:
-    """Write ``states`` (state dicts) with metadata atomically to ``path``."""
-    payload = {"params": params, "epoch": epoch, "step": step, "commit": git_commit(),
-               "rng": rng_state(), **states}
-    atomic_torch_save(path, payload)
+def save_checkpoint(path: str | Path, **payload: Any) -> None:
+    """Write ``payload`` (state dicts and plain data) with the RNG states and the git commit,
+    atomically."""
+    atomic_torch_save(path, {**payload, "rng": rng_state(), "commit": git_commit()})
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents, on the CPU; never unpickles code (``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def seed_everything(seed: int) -> None:

@@ -2,41 +2,29 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int
-    world: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
+from upreid.runtime import Runtime
 
 
-def init_distributed() -> DistInfo:
-    """Join the process group ``torchrun`` describes (env ``RANK``/``WORLD_SIZE``), or run alone.
+def init_distributed(runtime: Runtime, timeout: timedelta | None = None) -> None:
+    """Join the process group ``torchrun`` describes (NCCL on CUDA, gloo on CPU); nothing when
+    alone. Multi-node runs use the same code: ``torchrun --rdzv_endpoint`` sets the env.
+    ``timeout`` bounds each collective (a barrier after runs of unequal length needs a long
+    one)."""
+    if runtime.world > 1 and not dist.is_initialized():
+        backend = "nccl" if runtime.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timeout)
 
-    Multi-node runs use the same code: ``torchrun --rdzv_endpoint`` sets the env.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return DistInfo(rank, world, local_rank, device)
+
+def barrier() -> None:
+    """Wait for every process (nothing when alone)."""
+    if world_size() > 1:
+        dist.barrier()
 
 
 def world_size() -> int:
