@@ -45,7 +45,7 @@ def test_data_check_missing_folder(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "nowhere" in result.output
     result = runner.invoke(app, ["data", "check", str(tmp_path), "--format", "duke"])
-    assert result.exit_code == 2 and "unknown format" in result.output
+    assert result.exit_code == 2 and "is not one of" in " ".join(result.output.split())
 
 
 def test_info_names_reports_and_ui() -> None:
@@ -78,6 +78,53 @@ def test_data_check_counts_generated_data(tmp_path: Path) -> None:
     (tmp_path / "market1501" / "query" / "broken.jpg").write_bytes(b"")
     result = runner.invoke(app, ["data", "check", str(tmp_path / "market1501"), "--format",
                                  "market1501"])
-    assert result.exit_code == 0, result.output
-    problems = json.loads(result.output)["problems"]
+    assert result.exit_code == 1, result.output  # a problem found: not clean
+    problems = json.loads(result.output[:result.output.rindex("}") + 1])["problems"]
     assert len(problems) == 1 and "broken.jpg: file name does not parse" in problems[0]
+
+
+def _err(args: list[str]) -> str:
+    result = runner.invoke(app, ["--params", str(ROOT / "params.yaml"), *args])
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    return " ".join(result.output.split())
+
+
+def test_help_shows_the_choices() -> None:
+    result = runner.invoke(app, ["finetune", "--help"], env={"COLUMNS": "200"})
+    out = " ".join(result.output.split())
+    assert result.exit_code == 0 and "bdb" in out and "msmt17" in out
+    assert "is not one of" in _err(["finetune", "--method", "foo"])
+    assert "is not one of" in _err(["finetune", "--dataset", "duke"])
+    assert "is not one of" in _err(["pretrain", "--variant", "nope"])
+
+
+def test_user_mistakes_print_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad_yaml = tmp_path / "params.yaml"
+    bad_yaml.write_text("seed: [1\n")
+    result = runner.invoke(app, ["--params", str(bad_yaml), "info"])
+    assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in \
+        result.output
+    assert "--seed must be >= 0" in _err(["finetune", "--seed", "-1"])
+    assert "--topk" in _err(["search", "x.pt", "--query", "q.jpg", "--gallery", ".",
+                             "--topk", "0"])
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    for name, content in (("empty.pt", b""), ("text.pt", b"not a checkpoint\n")):
+        (tmp_path / name).write_bytes(content)
+        out = _err(["search", str(tmp_path / name), "--query", str(bad_yaml), "--gallery",
+                    str(gallery)])
+        assert out.startswith("error:") and "--debug" in out
+    assert "checkpoint not found" in _err(["search", str(tmp_path / "missing.pt"), "--query",
+                                           str(bad_yaml), "--gallery", str(gallery)])
+
+
+def test_paths_follow_the_params_file_not_the_current_folder(tmp_path: Path,
+                                                             monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = runner.invoke(app, ["--params", str(ROOT / "params.yaml"), "info"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert str(ROOT / "reports") in out and str(ROOT / "mlflow.db") in out
+    assert str(tmp_path) not in out and not (tmp_path / "mlflow.db").exists()

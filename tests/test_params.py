@@ -95,3 +95,43 @@ def test_params_are_frozen() -> None:
     params = load_params(ROOT / "params.yaml")
     with pytest.raises(AttributeError):
         params.pretrain.lr = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("path,value,message", [
+    (("seed",), -3, "seed must be >= 0"),
+    (("eval", "batch_size"), 0, "eval.batch_size must be > 0"),
+    (("eval", "chunk"), -1, "eval.chunk must be > 0"),
+    (("pretrain", "lr"), float("inf"), "pretrain.lr: expected a finite number"),
+    (("finetune", "bot", "lr"), float("nan"), "finetune.bot.lr: expected a finite number"),
+    (("spcl", "memory_momentum"), 1.0, "spcl.memory_momentum must be in"),
+    (("runtime", "device"), "gpu", "runtime.device"),
+])
+def test_out_of_range_values_are_refused(path: tuple[str, ...], value: object,
+                                         message: str) -> None:
+    data = raw()
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ParamsError, match=message.replace(".", r"\.")):
+        parse(data, "default")
+
+
+def test_a_base_value_the_profile_overrides_is_still_checked() -> None:
+    data = raw()
+    data["finetune"]["bot"]["epochs"] = 0  # the quick profile sets its own bot epochs
+    assert "epochs" in data["profiles"]["quick"]["finetune"]["bot"]
+    with pytest.raises(ParamsError, match="epochs must be > 0"):
+        parse(data, "quick")
+
+
+def test_overrides_set_single_values_and_are_validated() -> None:
+    p = load_params(ROOT / "params.yaml", "quick", ["finetune.bot.lr=0.002", "seed=4",
+                                                     "pipeline.inits=[moco]"])
+    assert p.finetune.bot.lr == 0.002 and p.seed == 4 and p.pipeline.inits == ("moco",)
+    with pytest.raises(ParamsError, match="has no key 'lrr'"):
+        load_params(ROOT / "params.yaml", None, ["finetune.bot.lrr=1"])
+    with pytest.raises(ParamsError, match="finetune.bot.lr: expected a finite number"):
+        load_params(ROOT / "params.yaml", None, ["finetune.bot.lr=.inf"])
+    with pytest.raises(ParamsError, match="expected key.path=value"):
+        load_params(ROOT / "params.yaml", None, ["finetune.bot.lr"])

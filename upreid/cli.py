@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import pickle
 import sys
+from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+import yaml
 
+from upreid.data.records import DatasetLayoutError
+from upreid.experiments import DATASETS, METHODS, PRETRAIN_VARIANTS
 from upreid.params import Params, ParamsError, load_params
 from upreid.progress import setup_logging
+from upreid.runtime import DeviceError
+from upreid.tracking import TrackingError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="UP-ReID: pre-train, fine-tune, evaluate and report for person re-ID.")
@@ -18,21 +27,56 @@ data_app = typer.Typer(no_args_is_help=True, help="Generate or check datasets.")
 app.add_typer(data_app, name="data")
 
 FORMATS = ("market1501", "cuhk03", "msmt17", "personx", "luperson")
-STATE: dict[str, Any] = {"params": "params.yaml", "profile": None}
+STATE: dict[str, Any] = {"params": "params.yaml", "profile": None, "debug": False}
+
+# Choices, shown by --help and checked before any work.
+Method = Enum("Method", {m: m for m in METHODS}, type=str)  # type: ignore[misc]
+Dataset = Enum("Dataset", {d: d for d in DATASETS}, type=str)  # type: ignore[misc]
+Variant = Enum("Variant", {v: v for v in PRETRAIN_VARIANTS}, type=str)  # type: ignore[misc]
+Format = Enum("Format", {f: f for f in FORMATS}, type=str)  # type: ignore[misc]
+
+# What a user's mistake raises (a bad value, file or path, an unreachable server, a diverged
+# run): one line on stderr and exit status 2; ``--debug`` shows the traceback instead.
+USER_ERRORS = (ParamsError, DatasetLayoutError, DeviceError, TrackingError, FileNotFoundError,
+               NotADirectoryError, IsADirectoryError, PermissionError, ValueError, KeyError,
+               pickle.UnpicklingError, yaml.YAMLError, EOFError, RuntimeError)
+C = TypeVar("C", bound=Callable[..., Any])
+
+
+def user_errors(command: C) -> C:
+    """Turn the user errors a command raises into ``error: <message>`` and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):  # already reported (click's Exit is a RuntimeError)
+            raise
+        except USER_ERRORS as err:
+            if STATE["debug"]:
+                raise
+            message = " ".join(str(err).split()) or type(err).__name__
+            _fail(f"{message} (--debug shows the traceback)")
+
+    return wrapper  # type: ignore[return-value]
 
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="default, quick or paper")]
 
 
 @app.callback()
 def main(params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
-         profile: ProfileOpt = None) -> None:
+         profile: ProfileOpt = None,
+         overrides: Annotated[list[str] | None, typer.Option(
+             "--set", "-S", help="override one value: -S finetune.bot.lr=0.002 (repeatable)")]
+         = None,
+         debug: Annotated[bool, typer.Option(help="show tracebacks")] = False) -> None:
     setup_logging()
-    STATE.update(params=params, profile=profile)
+    STATE.update(params=params, profile=profile, overrides=overrides or [], debug=debug)
 
 
 def _params() -> Params:
     try:
-        return load_params(STATE["params"], STATE["profile"])
+        return load_params(STATE["params"], STATE["profile"], STATE.get("overrides"))
     except ParamsError as err:
         _fail(str(err))
         raise
@@ -51,6 +95,7 @@ def _table(metrics: dict[str, Any]) -> str:
 
 
 @data_app.command("synth")
+@user_errors
 def data_synth() -> None:
     """Generate the datasets of the profile (params `data`) and the contact sheet."""
     from upreid.pipeline import run_data
@@ -64,13 +109,14 @@ def data_synth() -> None:
 
 
 @data_app.command("check")
-def data_check(path: Path, fmt: Annotated[str, typer.Option("--format")] = "market1501") -> None:
+@user_errors
+def data_check(path: Path,
+               fmt: Annotated[Format, typer.Option("--format")] = Format.market1501) -> None:
     """Count images, identities and cameras per split of a dataset folder; list problems."""
     from upreid.data.readers import check_dataset, read_pool
     from upreid.data.records import DatasetLayoutError
 
-    if fmt not in FORMATS:
-        _fail(f"unknown format {fmt!r}; valid are {list(FORMATS)}")
+    fmt = Format(fmt).value
     try:
         if fmt == "luperson":
             typer.echo(f"luperson {path}: {len(read_pool(path))} images")
@@ -79,18 +125,28 @@ def data_check(path: Path, fmt: Annotated[str, typer.Option("--format")] = "mark
     except (DatasetLayoutError, FileNotFoundError) as err:
         _fail(str(err))
         return
+    empty = [split for split in ("train", "query", "gallery")
+             if not report.get(split, {}).get("images")]
+    if empty:
+        report["problems"].append(f"empty split(s): {', '.join(empty)}")
     typer.echo(json.dumps(report, indent=1, default=str))
+    if report["problems"]:  # the report is printed; the status says it is not clean
+        typer.secho(f"{len(report['problems'])} problem(s) found in {path}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
-def pretrain(variant: Annotated[str, typer.Option(help="moco, upreid or an ablation")] = "upreid",
+@user_errors
+def pretrain(variant: Annotated[Variant, typer.Option(help="moco, upreid or an ablation")]
+             = Variant.upreid,
              max_steps: Annotated[int | None, typer.Option(help="stop early")] = None) -> None:
     """Pre-train one variant on the unlabeled pool (resumes a killed run)."""
     from upreid.pipeline import relaunch_distributed, run_pretrain
 
     params = _params()
     relaunch_distributed(params, [sys.argv[0], *sys.argv[1:]])
-    typer.echo(json.dumps(run_pretrain(params, variant, max_steps=max_steps), indent=1))
+    typer.echo(json.dumps(run_pretrain(params, Variant(variant).value, max_steps=max_steps),
+                          indent=1))
 
 
 def _ablation_variant(no_cc: bool, no_icc: bool, no_hm: bool, patches: int | None,
@@ -108,6 +164,7 @@ def _ablation_variant(no_cc: bool, no_icc: bool, no_hm: bool, patches: int | Non
 
 
 @app.command()
+@user_errors
 def ablate(no_cc: Annotated[bool, typer.Option("--no-cc")] = False,
            no_icc: Annotated[bool, typer.Option("--no-icc")] = False,
            no_hm: Annotated[bool, typer.Option("--no-hm")] = False,
@@ -125,9 +182,9 @@ def ablate(no_cc: Annotated[bool, typer.Option("--no-cc")] = False,
 
 
 @app.command()
-def finetune(method: Annotated[str, typer.Option(help="bot, mgn, bdb or pcb")] = "bot",
-             dataset: Annotated[str, typer.Option(help="market1501, cuhk03, msmt17, personx")]
-             = "market1501",
+@user_errors
+def finetune(method: Annotated[Method, typer.Option()] = Method.bot,
+             dataset: Annotated[Dataset, typer.Option()] = Dataset.market1501,
              init: Annotated[str, typer.Option(help="scratch, insup, moco, upreid, a variant")]
              = "upreid",
              seed: Annotated[int | None, typer.Option()] = None,
@@ -137,38 +194,47 @@ def finetune(method: Annotated[str, typer.Option(help="bot, mgn, bdb or pcb")] =
     from upreid.pipeline import finetune_many
 
     params = _params()
-    run = FinetuneRun(method, dataset, init, params.seed if seed is None else seed)
+    if seed is not None and seed < 0:
+        _fail(f"--seed must be >= 0, got {seed}")
+    run = FinetuneRun(Method(method).value, Dataset(dataset).value, init,
+                      params.seed if seed is None else seed)
     metrics = finetune_many(params, [run], data_path=data)[0]
     typer.echo(_table(metrics))
 
 
 @app.command()
-def adapt(target: Annotated[str, typer.Option()] = "market1501",
-          source: Annotated[str | None, typer.Option()] = None,
+@user_errors
+def adapt(target: Annotated[Dataset, typer.Option()] = Dataset.market1501,
+          source: Annotated[Dataset | None, typer.Option()] = None,
           init: Annotated[str, typer.Option()] = "upreid") -> None:
     """SpCL on a target dataset, optionally with a labeled source (domain adaptation)."""
     from upreid.pipeline import adapt_one
 
-    typer.echo(_table(adapt_one(_params(), target, source, init)))
+    src = Dataset(source).value if source is not None else None
+    typer.echo(_table(adapt_one(_params(), Dataset(target).value, src, init)))
 
 
 @app.command("eval")
+@user_errors
 def evaluate(checkpoint: Path, data: Annotated[Path, typer.Option(help="dataset folder")],
-             fmt: Annotated[str, typer.Option("--format")] = "market1501",
+             fmt: Annotated[Format, typer.Option("--format")] = Format.market1501,
              out: Annotated[Path, typer.Option(help="folder for metrics.json and ranks.png")]
              = Path("eval_out")) -> None:
     """Evaluate a checkpoint on a dataset: metrics table, JSON, and a ranked-list picture."""
     from upreid.pipeline import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(_params(), checkpoint, data, fmt, out)
+    if Format(fmt) is Format.luperson:
+        _fail("--format luperson is an unlabeled pool: evaluation needs a labeled dataset")
+    metrics = evaluate_checkpoint(_params(), checkpoint, data, Format(fmt).value, out)
     typer.echo(_table(metrics))
     typer.echo(f"wrote {out / 'metrics.json'} and {out / 'ranks.png'}")
 
 
 @app.command()
+@user_errors
 def search(checkpoint: Path, query: Annotated[Path, typer.Option(help="query image")],
            gallery: Annotated[Path, typer.Option(help="folder of gallery images")],
-           topk: int = 10) -> None:
+           topk: Annotated[int, typer.Option(min=1)] = 10) -> None:
     """The top-k gallery images nearest to one query image."""
     from upreid.pipeline import search_gallery
 
@@ -178,6 +244,7 @@ def search(checkpoint: Path, query: Annotated[Path, typer.Option(help="query ima
 
 
 @app.command()
+@user_errors
 def explain(checkpoints: Annotated[list[Path], typer.Argument(help="one or more checkpoints")],
             images: Annotated[list[Path], typer.Option("--images", help="query images")],
             out: Annotated[Path, typer.Option()] = Path("explain.png")) -> None:
@@ -188,6 +255,7 @@ def explain(checkpoints: Annotated[list[Path], typer.Argument(help="one or more 
 
 
 @app.command()
+@user_errors
 def tables() -> None:
     """Write the paper's tables and figures to reports/ from the MLflow runs."""
     from upreid.pipeline import run_report, where
@@ -198,6 +266,7 @@ def tables() -> None:
 
 
 @app.command()
+@user_errors
 def info() -> None:
     """Where the tables are and how to open the MLflow UI."""
     from upreid.pipeline import where

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -80,6 +81,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ParamsError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ParamsError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -170,6 +173,7 @@ class DataParams:
 
     def __post_init__(self) -> None:
         _positive("data", height=self.height, width=self.width)
+        _non_negative("data", seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -292,8 +296,13 @@ class SpclParams:
 
     def __post_init__(self) -> None:
         _positive("spcl", height=self.height, width=self.width, epochs=self.epochs,
-                  lr=self.lr, batch_size=self.batch_size, temperature=self.temperature,
-                  eps=self.eps, k1=self.k1, k2=self.k2, eval_every=self.eval_every)
+                  iters_per_epoch=self.iters_per_epoch, lr=self.lr, batch_size=self.batch_size,
+                  k=self.k, temperature=self.temperature, eps=self.eps, k1=self.k1, k2=self.k2,
+                  min_samples=self.min_samples, eval_every=self.eval_every)
+        _non_negative("spcl", weight_decay=self.weight_decay, eps_gap=self.eps_gap)
+        if not 0 <= self.memory_momentum < 1:
+            raise ParamsError(f"spcl.memory_momentum must be in [0, 1), got "
+                              f"{self.memory_momentum}")
 
 
 @dataclass(frozen=True)
@@ -308,6 +317,12 @@ class EvalParams:
     flip: bool
     batch_size: int
     chunk: int  # queries per chunk in the metric computation
+
+    def __post_init__(self) -> None:
+        _positive("eval", batch_size=self.batch_size, chunk=self.chunk,
+                  rerank_k1=self.rerank_k1, rerank_k2=self.rerank_k2)
+        if not 0 <= self.rerank_lambda <= 1:
+            raise ParamsError(f"eval.rerank_lambda must be in [0, 1], got {self.rerank_lambda}")
 
 
 @dataclass(frozen=True)
@@ -370,6 +385,7 @@ class Params:
     launch: LaunchParams
     runtime: RuntimeParams
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    root: Path = field(default=Path("."), compare=False)  # relative paths start here
 
     def digest(self) -> str:
         """Short hash of the resolved values (an MLflow tag)."""
@@ -422,25 +438,68 @@ def resolve(raw: Mapping[str, Any], profile: str | None = None) -> dict[str, Any
     return {"profile": profile, **base}
 
 
-def parse(raw: Mapping[str, Any], profile: str | None = None) -> Params:
-    """Build :class:`Params` from a parsed ``params.yaml`` mapping."""
+def apply_overrides(resolved: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``resolved`` with each ``key.path=value`` laid over it (the value read as YAML); a key
+    that does not exist is an error naming it."""
+    out = json.loads(json.dumps(resolved))  # a deep copy of plain data
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"override {item!r}: expected key.path=value, e.g. "
+                              "finetune.bot.lr=0.002")
+        node, parts = out, key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(parts[:i]) or "params"
+                valid = sorted(node) if isinstance(node, dict) else []
+                raise ParamsError(f"override {key}: {where} has no key {part!r}; valid keys are "
+                                  f"{valid}")
+            if i < len(parts) - 1:
+                node = node[part]
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ParamsError(f"override {key}: value {text!r} is not valid YAML") from err
+    return out
+
+
+def parse(raw: Mapping[str, Any], profile: str | None = None,
+          overrides: list[str] | None = None) -> Params:
+    """Build :class:`Params` from a parsed ``params.yaml`` mapping, with ``overrides``
+    (``key.path=value``) laid over the chosen profile's values."""
     resolved = resolve(raw, profile)
+    if overrides:
+        resolved = apply_overrides(resolved, overrides)
+    if resolved["profile"] != "default":  # the base values are checked too, not only the
+        parse(raw, "default")              # ones this profile keeps
     seed = _convert(resolved["seed"], int, "seed")
+    if seed < 0:
+        raise ParamsError(f"seed must be >= 0, got {seed}")
     sections = {name: from_mapping(cls, resolved[name] or {}, name)
                 for name, cls in SECTIONS.items()}
     return Params(profile=resolved["profile"], seed=seed, raw=resolved, **sections)
 
 
-def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
-    """Read, merge and validate ``path``; ``profile`` overrides the file's ``profile`` key."""
+def load_params(path: str | Path = "params.yaml", profile: str | None = None,
+                overrides: list[str] | None = None) -> Params:
+    """Read, merge and validate ``path``; ``profile`` overrides the file's ``profile`` key and
+    ``overrides`` (``key.path=value``, as ``upreid -S``) single values.
+    Relative paths in it (``data.root``, weights files, the store, the outputs) are taken
+    from the params file's folder (``Params.root``)."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
     with path.open() as fh:
-        raw = yaml.safe_load(fh)
+        try:
+            raw = yaml.safe_load(fh)
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" line {where.line + 1}" if where is not None else ""
+            raise ParamsError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})"
+                              ) from err
     if not isinstance(raw, Mapping):
         raise ParamsError(f"{path}: expected a mapping at the top level")
-    return parse(raw, profile)
+    return dataclasses.replace(parse(raw, profile, overrides), root=path.resolve().parent)
 
 
 def to_dict(section: Any) -> dict[str, Any]:

@@ -10,10 +10,8 @@ its last checkpoint.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from upreid.models.checkpoints import load_model
 from upreid.models.init import check_init
 from upreid.params import Params, to_dict
 from upreid.runtime import Runtime, build_runtime
+from upreid.units import Unit, Work, digest, is_rank0, run_unit
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +40,8 @@ MetricsFn = Callable[[dict[str, float], int], None]
 class Paths:
     """Where each step writes, relative to the project root."""
 
-    def __init__(self, params: Params, root: str | Path = ".") -> None:
-        self.root = Path(root)
+    def __init__(self, params: Params, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else params.root
         self.data = self.root / params.data.root
         self.manifest = self.root / "data" / "manifest.json"
         self.runs = self.root / "runs"
@@ -65,21 +64,12 @@ class Paths:
         return self.runs / "spcl" / setting / init
 
 
-def digest(*parts: Any) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def file_digest(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
-
-
-def is_rank0() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def runtime_of(params: Params) -> Runtime:
@@ -95,110 +85,16 @@ def _manifest_digest(paths: Paths) -> str:
     return file_digest(paths.manifest)
 
 
-# ----------------------------------------------------------------------------- caching
-
-
-def _cached(out: Path, input_hash: str) -> dict[str, Any] | None:
-    """The saved result of ``out`` if it was made from the same inputs."""
-    result = out / "result.json"
-    if result.is_file():
-        saved = json.loads(result.read_text())
-        if saved.get("input_hash") == input_hash:
-            return saved
-    return None
-
-
-def _fresh_dir(out: Path, input_hash: str) -> None:
-    """Clear ``out`` if it holds work made from other inputs; keep a resumable checkpoint of
-    the same inputs."""
-    stamp = out / "inputs.json"
-    if out.exists():
-        same = stamp.is_file() and json.loads(stamp.read_text()).get("input_hash") == input_hash
-        if not same:
-            shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(stamp, {"input_hash": input_hash})
-
-
-def _tracked(params: Params, key: str, input_hash: str, out: Path, run_params: dict[str, Any],
-             work: Callable[[MetricsFn], dict[str, Any]], artifacts: tuple[str, ...] = (),
-             tags: dict[str, Any] | None = None, resume_state: str = "",
-             solo: bool = False) -> dict[str, Any]:
-    """Run ``work`` (or reuse its saved result) inside an MLflow run named ``key``.
-
-    Under ``torchrun`` only rank 0 talks to MLflow. A DDP unit of work runs on every rank and
-    rank 0 records it; a ``solo`` unit (one of the runs a stage spreads over its ranks) runs on
-    one rank, which writes its result; rank 0 logs it to MLflow afterwards (it finds the result
-    on disk, not in MLflow, and re-logs it).
-
-    Once ``result.json`` is written, ``out/resume_state`` (the run's checkpoint) is deleted: a
-    finished run keeps its product (backbone.pt, best.pt, model.pt); the resume state (weights,
-    optimizer, queue or memory) would triple the disk dozens of runs take, and the time DVC
-    spends hashing the outputs. A kill before that point leaves it to resume from."""
-    cached = _cached(out, input_hash)
-    commit = git_commit()
-    tags = {"input_hash": input_hash, "params_hash": params.digest(), "seed": params.seed,
-            **(tags or {})}
-    if cached is not None:
-        if not is_rank0() or tracking.find_run(params.profile, key, input_hash):
-            log.info("%s: unchanged inputs, result reused", key)
-            return cached["metrics"]
-        log.info("%s: unchanged inputs, result re-logged to MLflow", key)
-    elif not is_rank0() and not solo:
-        return work(lambda metrics, step: None)
-    if cached is None:
-        _fresh_dir(out, input_hash)
-    if not is_rank0():  # a solo unit on another rank: the files, no MLflow
-        return _do_work(work, out, input_hash, key, commit, resume_state, lambda m, s: None)
-    with tracking.stage_run(key, profile=params.profile, params=run_params, tags=tags,
-                            commit=commit) as run:
-        if cached is None:
-            metrics = _do_work(work, out, input_hash, key, commit, resume_state,
-                               run.log_metrics)
-        else:
-            metrics = cached["metrics"]
-            for row in json.loads((out / "metrics_log.json").read_text()):
-                step = row.pop("step")
-                run.log_metrics(row, step)
-        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)},
-                        _final_step(out))
-        for name in ("result.json", "metrics_log.json", "curves.png", *artifacts):
-            run.log_artifact(out / name)
-    return metrics
-
-
-def _do_work(work: Callable[[MetricsFn], dict[str, Any]], out: Path, input_hash: str, key: str,
-             commit: str, resume_state: str, log_metrics: MetricsFn) -> dict[str, Any]:
-    """Run ``work``, then write its metrics log, curves and ``result.json`` (the record that
-    the run is done with these inputs) and drop its resume state."""
-    from upreid.report.figures import run_curves
-
-    history: list[dict[str, Any]] = []
-
-    def on_metrics(metrics: dict[str, float], step: int) -> None:
-        history.append({"step": step, **metrics})
-        log_metrics(metrics, step)
-
-    metrics = work(on_metrics)
-    atomic_write_json(out / "metrics_log.json", history)
-    run_curves(history, out / "curves.png")
-    atomic_write_json(out / "result.json", {"input_hash": input_hash, "key": key,
-                                            "metrics": metrics, "commit": commit})
-    if resume_state:
-        (out / resume_state).unlink(missing_ok=True)
-    return metrics
-
-
-def _final_step(out: Path) -> int:
-    log_file = out / "metrics_log.json"
-    rows = json.loads(log_file.read_text()) if log_file.is_file() else []
-    return int(rows[-1]["step"]) if rows else 0
+def _tracked(params: Params, unit: Unit, work: Work, solo: bool = False) -> dict[str, Any]:
+    """:func:`upreid.units.run_unit` with the pipeline's profile and tags."""
+    tags = {"params_hash": params.digest(), "seed": params.seed}
+    return run_unit(unit, work, params.profile, tags, solo=solo, root=params.root)
 
 
 # ----------------------------------------------------------------------------- steps
 
 
-def run_data(params: Params, root: str | Path = ".") -> dict[str, Any]:
+def run_data(params: Params, root: str | Path | None = None) -> dict[str, Any]:
     """Generate (``data.source: synth``) or check (``disk``) every dataset; write the manifest
     the later steps depend on, and the contact sheet."""
     from upreid.data.readers import READERS, check_dataset, read_pool
@@ -215,7 +111,8 @@ def run_data(params: Params, root: str | Path = ".") -> dict[str, Any]:
     summary["luperson"] = {"images": len(read_pool(paths.dataset("luperson")))}
     for name in READERS:
         if paths.dataset(name).exists():
-            summary[name] = check_dataset(name, paths.dataset(name))
+            summary[name] = {**check_dataset(name, paths.dataset(name)),
+                             "root": str(Path(params.data.root) / name)}  # as in params
     summary["listing"] = _listing_digest(paths.data)
     atomic_write_json(paths.manifest, summary)
     return summary
@@ -230,7 +127,7 @@ def _listing_digest(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def run_pretrain(params: Params, variant: str, root: str | Path = ".",
+def run_pretrain(params: Params, variant: str, root: str | Path | None = None,
                  max_steps: int | None = None) -> dict[str, Any]:
     """Pre-train one variant (``moco``, ``upreid``, an ablation) and export its backbone."""
     from upreid.data.readers import read_pool
@@ -241,16 +138,16 @@ def run_pretrain(params: Params, variant: str, root: str | Path = ".",
     input_hash = digest(to_dict(pp), params.seed, _manifest_digest(paths), max_steps)
     out = paths.pretrain(variant)
 
-    def work(on_metrics: MetricsFn) -> dict[str, Any]:
+    def work(folder: Path, on_metrics: MetricsFn) -> dict[str, Any]:
         records = read_pool(paths.dataset("luperson"))
-        return pretrain(pp, records, out, params.seed, runtime_of(params),
+        return pretrain(pp, records, folder, params.seed, runtime_of(params),
                         on_metrics=on_metrics, max_steps=max_steps)
 
-    metrics = _tracked(params, f"pretrain/{variant}", input_hash, out,
-                       {"pretrain": to_dict(pp), "seed": params.seed, "variant": variant,
-                        "runtime": to_dict(params.runtime)},
-                       work, artifacts=("backbone.pt",), tags={"variant": variant},
-                       resume_state="checkpoint.pt")
+    unit = Unit(f"pretrain/{variant}", out, input_hash,
+                {"pretrain": to_dict(pp), "seed": params.seed, "variant": variant,
+                 "runtime": to_dict(params.runtime)}, tags={"variant": variant},
+                artifacts=("backbone.pt",), resume_state="checkpoint.pt")
+    metrics = _tracked(params, unit, work)
     if is_rank0():
         atomic_write_json(paths.metrics / "pretrain" / f"{variant}.json", metrics)
     return metrics
@@ -266,7 +163,7 @@ def _init_weights(params: Params, paths: Paths, init: str) -> str | None:
 
 
 def run_finetune(params: Params, method: str, dataset: str,
-                 root: str | Path = ".") -> dict[str, Any]:
+                 root: str | Path | None = None) -> dict[str, Any]:
     """Every fine-tuning run of one (method, dataset) stage: each init, each seed."""
     paths = Paths(params, root)
     runs = finetune_runs(params, method, dataset)
@@ -300,7 +197,7 @@ def spread(params: Params, units: list[Any], do: Callable[[list[Any]], list[Any]
     return results
 
 
-def finetune_many(params: Params, runs: list[FinetuneRun], root: str | Path = ".",
+def finetune_many(params: Params, runs: list[FinetuneRun], root: str | Path | None = None,
                   data_path: str | Path | None = None) -> list[dict[str, Any]]:
     """Fine-tune each run (all on one dataset); every weights file is checked first."""
     from upreid.data.readers import read_dataset
@@ -322,27 +219,30 @@ def finetune_many(params: Params, runs: list[FinetuneRun], root: str | Path = ".
         input_hash = digest(to_dict(mp), params.finetune.arch, to_dict(params.eval), run.seed,
                             run.init, weights and file_digest(weights), data_id)
         out = paths.finetune(run)
+        if data_path is not None:  # a user's dataset: its own folders, never the pipeline's
+            out = out.parent.parent / f"{out.parent.name}@data-{data_id}" / out.name
 
-        def work(on_metrics: MetricsFn, run: FinetuneRun = run, out: Path = out,
+        def work(folder: Path, on_metrics: MetricsFn, run: FinetuneRun = run,
                  weights: str | None = weights) -> dict[str, Any]:
             fp = params.finetune
-            return finetune(method, mp, fp.arch, data, init_kind(run.init), weights, out,
+            return finetune(method, mp, fp.arch, data, init_kind(run.init), weights, folder,
                             params.eval, run.seed, runtime_of(params), workers=fp.workers,
                             on_metrics=on_metrics, checkpoint_every=fp.checkpoint_every,
                             image_cache_mb=fp.image_cache_mb)
 
-        results.append(_tracked(
-            params, run.key, input_hash, out,
-            {"finetune": to_dict(mp), "arch": params.finetune.arch, "eval": to_dict(params.eval),
-             "init": run.init, "seed": run.seed, "method": method, "dataset": dataset,
-             "runtime": to_dict(params.runtime)},
-            work, artifacts=("history.json", "best.pt"),
-            tags={"method": method, "dataset": dataset, "init": run.init, "run_seed": run.seed},
-            resume_state="last.pt", solo=True))
+        key = run.key if data_path is None else f"{run.key}@data-{data_id}"
+        unit = Unit(key, out, input_hash,
+                    {"finetune": to_dict(mp), "arch": params.finetune.arch,
+                     "eval": to_dict(params.eval), "init": run.init, "seed": run.seed,
+                     "method": method, "dataset": dataset, "runtime": to_dict(params.runtime)},
+                    tags={"method": method, "dataset": dataset, "init": run.init,
+                          "run_seed": run.seed},
+                    artifacts=("history.json", "best.pt"), resume_state="last.pt")
+        results.append(_tracked(params, unit, work, solo=True))
     return results
 
 
-def run_spcl(params: Params, setting: str, root: str | Path = ".") -> dict[str, Any]:
+def run_spcl(params: Params, setting: str, root: str | Path | None = None) -> dict[str, Any]:
     """SpCL in one setting (``M``: target only; ``P2M``: PersonX -> Market-1501), every init."""
     if setting not in SPCL_SETTINGS:
         raise ValueError(f"unknown SpCL setting {setting!r}; valid are {list(SPCL_SETTINGS)}")
@@ -361,7 +261,7 @@ def run_spcl(params: Params, setting: str, root: str | Path = ".") -> dict[str, 
 
 
 def adapt_one(params: Params, target_name: str, source_name: str | None, init: str,
-              root: str | Path = ".", setting: str | None = None) -> dict[str, Any]:
+              root: str | Path | None = None, setting: str | None = None) -> dict[str, Any]:
     """One SpCL run on ``target_name`` (with ``source_name``'s labels if given)."""
     from upreid.data.readers import read_dataset
     from upreid.train.spcl import adapt
@@ -377,23 +277,23 @@ def adapt_one(params: Params, target_name: str, source_name: str | None, init: s
                         _manifest_digest(paths), source_name, target_name)
     out = paths.spcl(setting, init)
 
-    def work(on_metrics: MetricsFn) -> dict[str, Any]:
+    def work(folder: Path, on_metrics: MetricsFn) -> dict[str, Any]:
         fp = params.finetune
-        return adapt(params.spcl, fp.arch, target, source, init_kind(init), weights, out,
+        return adapt(params.spcl, fp.arch, target, source, init_kind(init), weights, folder,
                      params.eval, params.seed, runtime_of(params), workers=fp.workers,
                      on_metrics=on_metrics, checkpoint_every=fp.checkpoint_every,
                      image_cache_mb=fp.image_cache_mb)
 
-    return _tracked(
-        params, f"spcl/{setting}/{init}", input_hash, out,
-        {"spcl": to_dict(params.spcl), "arch": params.finetune.arch, "init": init,
-         "setting": setting, "seed": params.seed, "source": source_name, "target": target_name,
-         "runtime": to_dict(params.runtime)},
-        work, artifacts=("history.json", "model.pt"), tags={"setting": setting, "init": init},
-        resume_state="last.pt", solo=True)
+    unit = Unit(f"spcl/{setting}/{init}", out, input_hash,
+                {"spcl": to_dict(params.spcl), "arch": params.finetune.arch, "init": init,
+                 "setting": setting, "seed": params.seed, "source": source_name,
+                 "target": target_name, "runtime": to_dict(params.runtime)},
+                tags={"setting": setting, "init": init},
+                artifacts=("history.json", "model.pt"), resume_state="last.pt")
+    return _tracked(params, unit, work, solo=True)
 
 
-def ablate_variant(params: Params, variant: str, root: str | Path = ".") -> dict[str, Any]:
+def ablate_variant(params: Params, variant: str, root: str | Path | None = None) -> dict[str, Any]:
     """Pre-train ``variant`` and the full model, fine-tune MGN on CUHK03 from each (reusing
     finished runs), and return both rows."""
     from upreid.experiments import ABLATION_STAGE
@@ -447,7 +347,7 @@ def explain_checkpoints(checkpoints: list[Path], images: list[Path], out: Path,
     return explain_png(models, images, out)
 
 
-def figure8(params: Params, root: str | Path = ".", count: int = 4) -> Path | None:
+def figure8(params: Params, root: str | Path | None = None, count: int = 4) -> Path | None:
     """Figure 8 from the BoT runs on Market-1501 fine-tuned from MoCo and from UP-ReID."""
     from upreid.data.readers import read_dataset
 
@@ -473,7 +373,7 @@ def search_gallery(params: Params, checkpoint: str | Path, query: str | Path,
     return search(embed, query, gallery, height, width, topk, device=rt.device)
 
 
-def run_report(params: Params, root: str | Path = ".") -> dict[str, Any]:
+def run_report(params: Params, root: str | Path | None = None) -> dict[str, Any]:
     """Write the paper's tables and figures to ``reports/`` from the MLflow runs."""
     from upreid.report.tables import write_reports
 
@@ -508,10 +408,10 @@ def relaunch_distributed(params: Params, argv: list[str]) -> None:
     os.execvp(cmd[0], [*cmd, *argv])
 
 
-def where(params: Params, root: str | Path = ".") -> str:
+def where(params: Params, root: str | Path | None = None) -> str:
     """Where the results are and how to browse the runs."""
     paths = Paths(params, root)
-    uri = tracking.tracking_uri(root)
+    uri = tracking.tracking_uri(paths.root)
     ui = (f"mlflow ui --backend-store-uri {uri} --port 5000" if uri.startswith("sqlite")
           else f"open {uri}")
     return (f"Tables and figures: {paths.reports.resolve() / 'README.md'}\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,9 +52,14 @@ def read_image(path: str) -> Image.Image:
         data = read_bytes(path)
         if not data:
             raise BadImage(f"{path}: empty file")
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img_file = Image.open(io.BytesIO(data))
+        with img_file as img:
             img.load()  # force the full decode so truncation shows here
             return img.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # huge: skip
+        raise BadImage(f"{path}: too large to decode safely ({err})") from err
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise BadImage(f"{path}: {err}") from err
 
