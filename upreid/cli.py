@@ -254,6 +254,24 @@ def explain(checkpoints: Annotated[list[Path], typer.Argument(help="one or more 
     typer.echo(f"wrote {explain_checkpoints(checkpoints, images, out, runtime_of(_params()))}")
 
 
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+
+
+@app.command()
+@user_errors
+def export(checkpoint: Path,
+           fmt: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.onnx,
+           out: Annotated[Path | None, typer.Option(help="output file")] = None) -> None:
+    """Export a checkpoint's embedding model (images in, L2-normalised features out)."""
+    from upreid.export import export as run
+
+    fmt_value = ExportFormat(fmt).value
+    target = out or checkpoint.with_suffix(".onnx" if fmt_value == "onnx" else ".ts")
+    typer.echo(f"wrote {run(checkpoint, target, fmt_value)}")
+
+
 @app.command()
 @user_errors
 def tables() -> None:
