@@ -185,7 +185,8 @@ def ablate(no_cc: Annotated[bool, typer.Option("--no-cc")] = False,
 @user_errors
 def finetune(method: Annotated[Method, typer.Option()] = Method.bot,
              dataset: Annotated[Dataset, typer.Option()] = Dataset.market1501,
-             init: Annotated[str, typer.Option(help="scratch, insup, moco, upreid, a variant")]
+             init: Annotated[str, typer.Option(
+                 help="scratch, insup, moco, upreid, a variant, or a weights file (a path)")]
              = "upreid",
              seed: Annotated[int | None, typer.Option()] = None,
              data: Annotated[Path | None, typer.Option(help="dataset folder")] = None) -> None:
@@ -196,6 +197,8 @@ def finetune(method: Annotated[Method, typer.Option()] = Method.bot,
     params = _params()
     if seed is not None and seed < 0:
         _fail(f"--seed must be >= 0, got {seed}")
+    if init not in ("scratch", "insup", *PRETRAIN_VARIANTS):
+        init = f"file:{Path(init).resolve()}"  # a path, taken from the current folder
     run = FinetuneRun(Method(method).value, Dataset(dataset).value, init,
                       params.seed if seed is None else seed)
     metrics = finetune_many(params, [run], data_path=data)[0]

@@ -4,7 +4,10 @@ stages and the inits each one runs. The pipeline, the CLI and the report all rea
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from upreid.params import Params, PretrainParams
@@ -21,6 +24,8 @@ PRETRAIN_VARIANTS: dict[str, dict[str, Any]] = {
     "random": {"method": "upreid", "positive": "random"},  # Appendix D, Figure 7
     "online": {"method": "upreid", "positive": "online"},  # Appendix D, Figure 7
 }
+
+FILE_PREFIX = "file:"  # an init from a weights file: file:PATH
 
 DATASETS = ("cuhk03", "market1501", "personx", "msmt17")
 METHODS = ("bdb", "bot", "mgn", "pcb")
@@ -50,12 +55,22 @@ class FinetuneRun:
     seed: int
 
     @property
+    def label(self) -> str:
+        """The init as a name: itself, or ``file-<stem>-<hash>`` for ``file:PATH``."""
+        if not self.init.startswith(FILE_PREFIX):
+            return self.init
+        path = self.init[len(FILE_PREFIX):]
+        tag = hashlib.sha256(path.encode()).hexdigest()[:8]
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem)[:40]
+        return f"file-{stem}-{tag}"
+
+    @property
     def key(self) -> str:
-        return f"finetune/{self.method}/{self.dataset}/{self.init}/s{self.seed}"
+        return f"finetune/{self.method}/{self.dataset}/{self.label}/s{self.seed}"
 
     @property
     def dirname(self) -> str:
-        return f"{self.init}-s{self.seed}"
+        return f"{self.label}-s{self.seed}"
 
 
 def pretrain_variant(params: PretrainParams, variant: str) -> PretrainParams:
@@ -67,12 +82,17 @@ def pretrain_variant(params: PretrainParams, variant: str) -> PretrainParams:
 
 
 def init_kind(init: str) -> str:
-    """The library init (scratch, insup, moco, upreid) behind a pipeline init name."""
+    """The library init (scratch, insup, moco, upreid, file) behind a pipeline init name;
+    ``file:PATH`` is any file of ResNet trunk weights (the project's backbone.pt or best.pt, a
+    public MoCo/LUPerson checkpoint, a torchvision state dict)."""
+    if init.startswith(FILE_PREFIX):
+        return "file"
     if init in ("scratch", "insup", "moco"):
         return init
     if init in PRETRAIN_VARIANTS:
         return "upreid"
-    raise ValueError(f"unknown init {init!r}; valid are scratch, insup, {list(PRETRAIN_VARIANTS)}")
+    raise ValueError(f"unknown init {init!r}; valid are scratch, insup, "
+                     f"{list(PRETRAIN_VARIANTS)} or file:PATH")
 
 
 def finetune_runs(params: Params, method: str, dataset: str) -> list[FinetuneRun]:

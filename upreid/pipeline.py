@@ -18,6 +18,7 @@ from typing import Any
 
 from upreid import tracking
 from upreid.experiments import (
+    FILE_PREFIX,
     PRETRAIN_VARIANTS,
     SPCL_SETTINGS,
     FinetuneRun,
@@ -157,6 +158,8 @@ def _init_weights(params: Params, paths: Paths, init: str) -> str | None:
     kind = init_kind(init)
     if kind == "scratch":
         return None
+    if kind == "file":
+        return str(paths.root / init[len(FILE_PREFIX):])  # absolute paths stay as they are
     if kind == "insup":
         return str(paths.root / params.finetune.insup_weights)
     return str(paths.backbone(init))
@@ -204,8 +207,13 @@ def finetune_many(params: Params, runs: list[FinetuneRun], root: str | Path | No
     from upreid.train.finetune import finetune
 
     paths = Paths(params, root)
-    for run in runs:  # every weights file is there before any long work starts
+    for run in runs:  # every weights file is there (and fits) before any long work starts
         check_init(init_kind(run.init), _init_weights(params, paths, run.init))
+        if init_kind(run.init) == "file":
+            from upreid.models.backbone import build_backbone, load_backbone_file
+
+            load_backbone_file(build_backbone(params.finetune.arch),
+                               _init_weights(params, paths, run.init))  # type: ignore[arg-type]
     if len({(r.method, r.dataset) for r in runs}) > 1:
         raise ValueError("finetune_many: runs of one method and dataset only")
     method, dataset = runs[0].method, runs[0].dataset

@@ -108,3 +108,22 @@ def test_schedule_warms_up_and_steps() -> None:
     f = [ft.warmup_multistep(e, 2, (4, 6), 0.1) for e in range(8)]
     assert f[0] == pytest.approx(0.1) and f[2] == 1.0 and f[4] == pytest.approx(0.1)
     assert f[7] == pytest.approx(0.01)
+
+
+def test_a_weights_file_of_another_layout_is_refused_naming_keys(tmp_path: Path) -> None:
+    from upreid.models.backbone import load_backbone_file
+
+    r50 = build_backbone("resnet50")
+    torch.save({"state_dict": {f"module.encoder_q.{k}": v for k, v in r50.state_dict().items()}},
+               tmp_path / "moco_r50.pth")
+    with pytest.raises(ValueError, match="shapes differ for .*conv1.weight|layer"):
+        load_backbone_file(build_backbone("resnet18"), tmp_path / "moco_r50.pth")
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="no ResNet trunk weights found"):
+        load_backbone_file(build_backbone("resnet18"), tmp_path / "other.pth")
+    # a torchvision state dict and the public MoCo layout load, as init file:PATH
+    r18 = build_backbone("resnet18")
+    torch.save({f"module.encoder_q.{k}": v for k, v in r18.state_dict().items()},
+               tmp_path / "moco_r18.pth")
+    model = ft.build_model("bot", "resnet18", 3, "file", str(tmp_path / "moco_r18.pth"))
+    assert torch.equal(model.backbone.conv1.weight, r18.conv1.weight)

@@ -130,7 +130,18 @@ def load_backbone_file(trunk: ResNetTrunk, path: str | Path) -> dict[str, torch.
             blob = blob[key] if key != "backbone" else {f"backbone.{k}": v
                                                         for k, v in blob[key].items()}
             break
-    weights = normalize_backbone_keys(blob)
+    if not isinstance(blob, Mapping):
+        raise ValueError(f"{path}: not a state dict (a {type(blob).__name__})")
+    try:
+        weights = normalize_backbone_keys(blob)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+    own = trunk.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
+             if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise ValueError(f"{path}: weights do not fit {trunk.arch}: shapes differ for "
+                         f"{wrong[:3]} (file vs model; is the file for another ResNet?)")
     missing, unexpected = trunk.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:

@@ -9,7 +9,7 @@ from upreid.models.backbone import ResNetTrunk, load_backbone_file
 
 log = logging.getLogger(__name__)
 
-INITS = ("scratch", "insup", "moco", "upreid")
+INITS = ("scratch", "insup", "moco", "upreid", "file")  # file: any trunk weights file
 
 
 def check_init(init: str, weights: str | Path | None) -> None:
@@ -21,7 +21,8 @@ def check_init(init: str, weights: str | Path | None) -> None:
     if weights is None:
         raise ValueError(f"init {init!r} needs a weights file")
     if not Path(weights).is_file():
-        hint = ("put a torchvision ResNet ImageNet state dict there (e.g. the file "
+        hint = ("give the path of an existing weights file" if init == "file" else
+                "put a torchvision ResNet ImageNet state dict there (e.g. the file "
                 "torchvision downloads for resnet50(weights='IMAGENET1K_V1')) or change "
                 "finetune.insup_weights in params.yaml" if init == "insup"
                 else "run the pre-training stage first (dvc repro, or upreid pretrain)")
