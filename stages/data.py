@@ -2,7 +2,7 @@
 
 from _common import run, start
 
-from upreid.pipeline import run_data
+from upreid.steps.data import run_data
 
 
 def main() -> None:

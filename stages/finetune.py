@@ -4,7 +4,7 @@ import sys
 
 from _common import run, start
 
-from upreid.pipeline import run_finetune
+from upreid.steps.finetune import run_finetune
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ import sys
 
 from _common import run, start
 
-from upreid.pipeline import run_pretrain
+from upreid.steps.pretrain import run_pretrain
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 from _common import run, start
 
-from upreid.pipeline import run_report, where
+from upreid.pipeline import where
+from upreid.steps.report import run_report
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ import sys
 
 from _common import run, start
 
-from upreid.pipeline import run_spcl
+from upreid.steps.spcl import run_spcl
 
 
 def main() -> None:

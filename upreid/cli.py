@@ -98,7 +98,7 @@ def _table(metrics: dict[str, Any]) -> str:
 @user_errors
 def data_synth() -> None:
     """Generate the datasets of the profile (params `data`) and the contact sheet."""
-    from upreid.pipeline import run_data
+    from upreid.steps.data import run_data
 
     params = _params()
     if params.data.source != "synth":
@@ -141,7 +141,8 @@ def pretrain(variant: Annotated[Variant, typer.Option(help="moco, upreid or an a
              = Variant.upreid,
              max_steps: Annotated[int | None, typer.Option(help="stop early")] = None) -> None:
     """Pre-train one variant on the unlabeled pool (resumes a killed run)."""
-    from upreid.pipeline import relaunch_distributed, run_pretrain
+    from upreid.pipeline import relaunch_distributed
+    from upreid.steps.pretrain import run_pretrain
 
     params = _params()
     relaunch_distributed(params, [sys.argv[0], *sys.argv[1:]])
@@ -172,7 +173,7 @@ def ablate(no_cc: Annotated[bool, typer.Option("--no-cc")] = False,
            positive: Annotated[str | None, typer.Option("--positive")] = None) -> None:
     """Pre-train an ablation variant, fine-tune MGN on CUHK03 from it, print its row beside the
     full model's."""
-    from upreid.pipeline import ablate_variant
+    from upreid.steps.finetune import ablate_variant
 
     variant = _ablation_variant(no_cc, no_icc, no_hm, patches, positive)
     rows = ablate_variant(_params(), variant)
@@ -192,7 +193,7 @@ def finetune(method: Annotated[Method, typer.Option()] = Method.bot,
              data: Annotated[Path | None, typer.Option(help="dataset folder")] = None) -> None:
     """Fine-tune one supervised method from one initialisation."""
     from upreid.experiments import FinetuneRun
-    from upreid.pipeline import finetune_many
+    from upreid.steps.finetune import finetune_many
 
     params = _params()
     if seed is not None and seed < 0:
@@ -211,7 +212,7 @@ def adapt(target: Annotated[Dataset, typer.Option()] = Dataset.market1501,
           source: Annotated[Dataset | None, typer.Option()] = None,
           init: Annotated[str, typer.Option()] = "upreid") -> None:
     """SpCL on a target dataset, optionally with a labeled source (domain adaptation)."""
-    from upreid.pipeline import adapt_one
+    from upreid.steps.spcl import adapt_one
 
     src = Dataset(source).value if source is not None else None
     typer.echo(_table(adapt_one(_params(), Dataset(target).value, src, init)))
@@ -224,7 +225,7 @@ def evaluate(checkpoint: Path, data: Annotated[Path, typer.Option(help="dataset 
              out: Annotated[Path, typer.Option(help="folder for metrics.json and ranks.png")]
              = Path("eval_out")) -> None:
     """Evaluate a checkpoint on a dataset: metrics table, JSON, and a ranked-list picture."""
-    from upreid.pipeline import evaluate_checkpoint
+    from upreid.steps.inference import evaluate_checkpoint
 
     if Format(fmt) is Format.luperson:
         _fail("--format luperson is an unlabeled pool: evaluation needs a labeled dataset")
@@ -239,7 +240,7 @@ def search(checkpoint: Path, query: Annotated[Path, typer.Option(help="query ima
            gallery: Annotated[Path, typer.Option(help="folder of gallery images")],
            topk: Annotated[int, typer.Option(min=1)] = 10) -> None:
     """The top-k gallery images nearest to one query image."""
-    from upreid.pipeline import search_gallery
+    from upreid.steps.inference import search_gallery
 
     for rank, (path, dist) in enumerate(search_gallery(_params(), checkpoint, query, gallery,
                                                        topk), start=1):
@@ -252,7 +253,8 @@ def explain(checkpoints: Annotated[list[Path], typer.Argument(help="one or more 
             images: Annotated[list[Path], typer.Option("--images", help="query images")],
             out: Annotated[Path, typer.Option()] = Path("explain.png")) -> None:
     """Feature-response maps of each checkpoint's trunk over a few images (Figure 8)."""
-    from upreid.pipeline import explain_checkpoints, runtime_of
+    from upreid.pipeline import runtime_of
+    from upreid.steps.inference import explain_checkpoints
 
     typer.echo(f"wrote {explain_checkpoints(checkpoints, images, out, runtime_of(_params()))}")
 
@@ -279,7 +281,8 @@ def export(checkpoint: Path,
 @user_errors
 def tables() -> None:
     """Write the paper's tables and figures to reports/ from the MLflow runs."""
-    from upreid.pipeline import run_report, where
+    from upreid.pipeline import where
+    from upreid.steps.report import run_report
 
     params = _params()
     typer.echo(json.dumps(run_report(params), indent=1))

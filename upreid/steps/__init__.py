@@ -1,0 +1,1 @@
+"""The pipeline's steps, one module each; ``upreid.pipeline`` holds what they share."""

@@ -1,0 +1,46 @@
+"""Step ``report``: the paper's tables and figures from the MLflow runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from upreid import tracking
+from upreid.experiments import FinetuneRun
+from upreid.io import atomic_write_json, git_commit
+from upreid.params import Params
+from upreid.pipeline import Paths, runtime_of
+from upreid.steps.inference import explain_checkpoints
+
+
+def figure8(params: Params, root: str | Path | None = None, count: int = 4) -> Path | None:
+    """Figure 8 from the BoT runs on Market-1501 fine-tuned from MoCo and from UP-ReID."""
+    from upreid.data.readers import read_dataset
+
+    paths = Paths(params, root)
+    ckpts = [paths.finetune(FinetuneRun("bot", "market1501", init, params.seed)) / "best.pt"
+             for init in ("moco", "upreid")]
+    if not all(c.is_file() for c in ckpts):
+        return None
+    query = read_dataset("market1501", paths.dataset("market1501")).query
+    step = max(1, len(query) // count)
+    images = [Path(r.path) for r in query[::step][:count]]
+    return explain_checkpoints(ckpts, images, paths.reports / "figures" / "figure8_explain.png",
+                               runtime_of(params), names=["BoT from MoCo", "BoT from UP-ReID"])
+
+
+def run_report(params: Params, root: str | Path | None = None) -> dict[str, Any]:
+    """Write the paper's tables and figures to ``reports/`` from the MLflow runs."""
+    from upreid.report.tables import write_reports
+
+    paths = Paths(params, root)
+    figure8(params, root)
+    summary = write_reports(params, paths.reports, root=paths.root)
+    atomic_write_json(paths.metrics / "report.json", summary)
+    with tracking.stage_run("report", profile=params.profile, params={"seed": params.seed},
+                            tags={"params_hash": params.digest(), "seed": params.seed},
+                            commit=git_commit(), root=paths.root) as run:
+        run.log_metrics(summary, 0)
+        for name in ("README.md", "tables", "figures"):
+            run.log_artifact(paths.reports / name, None if name == "README.md" else name)
+    return summary
