@@ -178,7 +178,7 @@ class DataParams:
 
 @dataclass(frozen=True)
 class PretrainParams:
-    """``pretrain``: MoCo v2 / UP-ReID pre-training (METHOD.md, Sec. 3)."""
+    """``pretrain``: MoCo v2 / UP-ReID pre-training (docs/METHOD.md, "Pre-training")."""
 
     method: Literal["moco", "upreid"]
     arch: Literal["resnet18", "resnet34", "resnet50"]
@@ -256,7 +256,7 @@ class MethodParams:
 
 @dataclass(frozen=True)
 class FinetuneParams:
-    """``finetune``: supervised BoT, MGN, BDB, PCB (METHOD.md, Sec. 4)."""
+    """``finetune``: supervised BoT, MGN, BDB, PCB (docs/METHOD.md, "Fine-tuning")."""
 
     arch: Literal["resnet18", "resnet34", "resnet50"]
     insup_weights: str  # local torchvision ResNet ImageNet state-dict file

@@ -1,5 +1,5 @@
 """Image transforms: fine-tuning (BoT recipe), testing, and pre-training views (LUPerson's MoCo
-recipe, METHOD.md: no colour jitter), built from ``torchvision.transforms.v2``.
+recipe, docs/METHOD.md: no colour jitter), built from ``torchvision.transforms.v2``.
 
 Every transform takes a PIL image and returns a plain float32 ``(3, H, W)`` tensor, ImageNet
 normalised. The random steps draw from torch's global RNG, so ``torch.manual_seed`` and loader

@@ -1,4 +1,5 @@
-"""Pre-training losses of MoCo v2 and UP-ReID (METHOD.md, Sec. 3), as pure functions.
+"""Pre-training losses of MoCo v2 and UP-ReID (docs/METHOD.md, "Pre-training"), as pure
+functions.
 
 Features are L2-normalised rows; ``B`` is the batch, ``D`` the projection dim, ``K`` the queue
 length, ``N`` the number of patches per image, ``P`` the positives per patch.

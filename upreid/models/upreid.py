@@ -1,6 +1,6 @@
-"""UP-ReID (METHOD.md, Sec. 3): MoCo's global contrast plus the intrinsic patch contrast with
-horizontally-symmetric hard mining (ICC, Eq. 8-10) and the augmented-vs-original global
-consistency (CC, Eq. 2-4). Total: ``L = L_icc + lambda_cc * L_cc`` (Eq. 1)."""
+"""UP-ReID (docs/METHOD.md, "Pre-training"): MoCo's global contrast plus the intrinsic patch
+contrast with horizontally-symmetric hard mining (ICC, Eq. 8-10) and the augmented-vs-original
+global consistency (CC, Eq. 2-4). Total: ``L = L_icc + lambda_cc * L_cc`` (Eq. 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The paper's published numbers (paper.txt), beside which the report sets ours.
+"""The paper's published numbers (the paper's tables), beside which the report sets ours.
 
 Table 1 was an image in the paper and its cells are not in the text; the text quotes the
 Rank-1 gains of UP-ReID over MoCo for MGN and BoT, and Table 8 gives MGN + UP-ReID.
