@@ -10,10 +10,14 @@ from upreid.progress import setup_logging
 
 
 def start(distributed: bool = False) -> Params:
-    """Logging and the resolved ``params.yaml``; with ``distributed`` the process is replaced by
-    ``torchrun`` over the same script when ``launch`` asks for several processes."""
+    """Logging, the resolved ``params.yaml`` and a reachable tracking store (an HTTP server
+    that does not answer fails the stage in seconds); with ``distributed`` the process is
+    replaced by ``torchrun`` over the same script when ``launch`` asks for several processes."""
     setup_logging()
     params = load_params("params.yaml")
+    from upreid import tracking
+
+    tracking.check_reachable(tracking.tracking_uri(params.root))  # seconds, before any work
     if distributed:
         from upreid.pipeline import relaunch_distributed
 

@@ -48,3 +48,19 @@ def test_a_failed_stage_exits_with_its_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "RuntimeError: stage failed on purpose" in proc.stderr
     assert (tmp_path / "marker.txt").read_text() == "handler ran"
+
+
+def test_an_unreachable_tracking_server_fails_a_stage_in_seconds(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import time
+
+    shutil.copytree(ROOT / "stages", tmp_path / "stages")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # nothing listens there
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "stages/data.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "is unreachable" in proc.stderr
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "data").exists()  # failed before touching anything

@@ -94,3 +94,16 @@ def test_new_inputs_replace_a_finished_run_only_when_they_succeed(tmp_path: Path
     assert json.loads((new.out / "result.json").read_text())["input_hash"] == "bbb"
     assert not new.staging.exists()
     assert sorted(p.name for p in new.out.parent.iterdir()) == ["moco-s0"]
+
+
+def test_a_run_left_running_by_a_kill_ends_killed(tmp_path: Path) -> None:
+    unit = _unit(tmp_path, "aaa")
+    orphan = tracking.stage_run(unit.key, profile="t", params={}, tags={}, commit="c",
+                                root=tmp_path)
+    orphan.__enter__()  # a process killed inside its run never leaves it
+    _run(tmp_path, unit, Worker())
+    client = tracking._client(tracking.tracking_uri(tmp_path))
+    exp = client.get_experiment_by_name("upreid-t")
+    status = sorted(r.info.status for r in client.search_runs(
+        [exp.experiment_id], f"tags.`upreid.key` = '{unit.key}'"))
+    assert status == ["FINISHED", "KILLED"]

@@ -217,6 +217,20 @@ def find_run(profile: str, key: str, input_hash: str, root: str | Path = ".") ->
     return runs[0].info.run_id if runs else None
 
 
+def end_killed(profile: str, key: str, root: str | Path = ".") -> int:
+    """Mark the runs of ``key`` still RUNNING (their process was killed: a live one would be
+    this one) as KILLED; returns how many."""
+    client = _client(tracking_uri(root))
+    exp = client.get_experiment_by_name(f"{EXPERIMENT_PREFIX}-{profile}")
+    if exp is None:
+        return 0
+    stale = client.search_runs([exp.experiment_id],
+                               f"tags.`{TAG}key` = '{key}' and attributes.status = 'RUNNING'")
+    for run in stale:
+        client.set_terminated(run.info.run_id, "KILLED")
+    return len(stale)
+
+
 def metric_history(run_id: str, name: str, root: str | Path = ".") -> list[tuple[int, float]]:
     """``(step, value)`` of one metric of one run, by step."""
     client = _client(tracking_uri(root))

@@ -151,6 +151,8 @@ def run_unit(unit: Unit, work: Work, profile: str, tags: dict[str, Any],
         if not solo:  # a DDP unit: rank 0 prepares the folder and writes the files
             return work(choose_folder(unit), lambda m, s: None)
         return _work_once(unit, work, lambda m, s: None, commit)
+    if tracking.end_killed(profile, unit.key, root):
+        log.info("%s: the run a kill interrupted is marked KILLED", unit.key)
     with tracking.stage_run(unit.key, profile=profile, params=unit.params, tags=tags,
                             commit=commit, root=root) as run:
         if cached is None:
