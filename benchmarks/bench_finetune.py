@@ -65,8 +65,13 @@ def rates(method: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 embed(x)
             sync(device)
             infer[precision].append(time.perf_counter() - start)
-    return {p: {"train": batch / statistics.median(train[p][1:]),
-                "inference": batch / statistics.median(infer[p][1:])} for p in PRECISIONS}
+    return {
+        p: {
+            "train": batch / statistics.median(train[p][1:]),
+            "inference": batch / statistics.median(infer[p][1:]),
+        }
+        for p in PRECISIONS
+    }
 
 
 def sync(device: torch.device) -> None:
@@ -88,16 +93,24 @@ def main() -> None:
     args = ap.parse_args()
     if args.device == "cpu":
         avoid_amx_bf16_convolution()  # as the project runs CPU bf16 (upreid/runtime.py)
-    result: dict[str, object] = {"arch": args.arch, "height": args.height, "width": args.width,
-                                 "batch": args.p * args.k, "threads": torch.get_num_threads(),
-                                 "device": args.device, "cpu_native_bf16": cpu_has_native_bf16()}
+    result: dict[str, object] = {
+        "arch": args.arch,
+        "height": args.height,
+        "width": args.width,
+        "batch": args.p * args.k,
+        "threads": torch.get_num_threads(),
+        "device": args.device,
+        "cpu_native_bf16": cpu_has_native_bf16(),
+    }
     for method in METHODS:
         r = rates(method, args)
         result[method] = r
-        print(f"{method}: train fp32 {r['fp32']['train']:.1f} / bf16 {r['bf16']['train']:.1f} "
-              f"images/s ({r['bf16']['train'] / r['fp32']['train']:.2f}x), inference fp32 "
-              f"{r['fp32']['inference']:.1f} / bf16 {r['bf16']['inference']:.1f} images/s",
-              flush=True)
+        print(
+            f"{method}: train fp32 {r['fp32']['train']:.1f} / bf16 {r['bf16']['train']:.1f} "
+            f"images/s ({r['bf16']['train'] / r['fp32']['train']:.2f}x), inference fp32 "
+            f"{r['fp32']['inference']:.1f} / bf16 {r['bf16']['inference']:.1f} images/s",
+            flush=True,
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 

@@ -32,23 +32,38 @@ from upreid.train.loop import NonFiniteLoss  # noqa: E402
 
 def _summary(losses: list[float], finite: bool, **extra: float) -> dict[str, Any]:
     head, tail = losses[:20], losses[-20:]
-    return {"steps": len(losses), "finite": finite,
-            "first_loss": statistics.fmean(head) if head else float("nan"),
-            "last_loss": statistics.fmean(tail) if tail else float("nan"), **extra}
+    return {
+        "steps": len(losses),
+        "finite": finite,
+        "first_loss": statistics.fmean(head) if head else float("nan"),
+        "last_loss": statistics.fmean(tail) if tail else float("nan"),
+        **extra,
+    }
 
 
 def pretraining(params: Params, rt: Runtime, steps: int, root: Path) -> dict[str, Any]:
     from upreid.data.readers import read_pool
     from upreid.train.pretrain import pretrain
 
-    pp = dataclasses.replace(pretrain_variant(params.pretrain, "upreid"), batch_size=32,
-                             epochs=1000, warmup_epochs=0, checkpoint_every_steps=0)
+    pp = dataclasses.replace(
+        pretrain_variant(params.pretrain, "upreid"),
+        batch_size=32,
+        epochs=1000,
+        warmup_epochs=0,
+        checkpoint_every_steps=0,
+    )
     losses: list[float] = []
     finite = True
     try:
-        summary = pretrain(pp, read_pool(root / "luperson"), root / f"pre-{rt.precision}", 0,
-                           rt, on_metrics=lambda m, s: losses.append(m["loss"]),
-                           max_steps=steps)
+        summary = pretrain(
+            pp,
+            read_pool(root / "luperson"),
+            root / f"pre-{rt.precision}",
+            0,
+            rt,
+            on_metrics=lambda m, s: losses.append(m["loss"]),
+            max_steps=steps,
+        )
     except NonFiniteLoss:
         finite, summary = False, {"images_per_s": float("nan")}
     return _summary(losses, finite, images_per_s=float(summary["images_per_s"]))
@@ -74,27 +89,40 @@ def finetuning(params: Params, rt: Runtime, steps: int, root: Path) -> dict[str,
 
     ft.reid_loss = recording  # type: ignore[assignment]
     try:
-        result = ft.finetune("bot", mp, "resnet18", data, "scratch", None,
-                             root / f"bot-{rt.precision}", params.eval, 0, rt)
+        result = ft.finetune(
+            "bot",
+            mp,
+            "resnet18",
+            data,
+            "scratch",
+            None,
+            root / f"bot-{rt.precision}",
+            params.eval,
+            0,
+            rt,
+        )
     except NonFiniteLoss:
         finite, result = False, {"mAP": float("nan"), "images_per_s": float("nan")}
     finally:
         ft.reid_loss = original  # type: ignore[assignment]
-    return _summary(losses, finite, mAP=float(result["mAP"]),
-                    images_per_s=float(result["images_per_s"]))
+    return _summary(
+        losses, finite, mAP=float(result["mAP"]), images_per_s=float(result["images_per_s"])
+    )
 
 
 def generate(params: Params, root: Path) -> None:
     from upreid.data.synth import synthesize
 
-    data = dataclasses.replace(params.data, pool=dataclasses.replace(params.data.pool,
-                                                                     identities=200))
+    data = dataclasses.replace(
+        params.data, pool=dataclasses.replace(params.data.pool, identities=200)
+    )
     synthesize(data, root)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path)
@@ -111,10 +139,13 @@ def main() -> None:
             for name, fn in (("pretrain_upreid", pretraining), ("finetune_bot", finetuning)):
                 r = fn(params, rt, args.steps, root)
                 result.setdefault(name, {})[precision] = r
-                print(f"{name} {precision}: {r['steps']} steps, loss {r['first_loss']:.3f} -> "
-                      f"{r['last_loss']:.3f}, finite {r['finite']}, "
-                      f"{r['images_per_s']:.1f} images/s"
-                      + (f", mAP {r['mAP']:.1f}" if "mAP" in r else ""), flush=True)
+                print(
+                    f"{name} {precision}: {r['steps']} steps, loss {r['first_loss']:.3f} -> "
+                    f"{r['last_loss']:.3f}, finite {r['finite']}, "
+                    f"{r['images_per_s']:.1f} images/s"
+                    + (f", mAP {r['mAP']:.1f}" if "mAP" in r else ""),
+                    flush=True,
+                )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 

@@ -44,8 +44,13 @@ def step_rates(variant: str, args: argparse.Namespace) -> dict[str, float]:
     """Median images/s of full training steps (forward, backward, SGD, EMA, enqueue) in fp32
     and in bf16 autocast, steps interleaved."""
     base = load_params(ROOT / "params.yaml").pretrain
-    pp = dataclasses.replace(pretrain_variant(base, variant), arch=args.arch, height=args.height,
-                             width=args.width, batch_size=args.batch)
+    pp = dataclasses.replace(
+        pretrain_variant(base, variant),
+        arch=args.arch,
+        height=args.height,
+        width=args.width,
+        batch_size=args.batch,
+    )
     device = resolve_device(args.device)
     cases = {}
     for precision in PRECISIONS:
@@ -87,8 +92,12 @@ def loader_rate(args: argparse.Namespace, count: int = 256) -> float:
             path = Path(tmp) / f"{i:04d}.jpg"
             path.write_bytes(writer.image(Shot(i % 50 + 1, i % 4, i)))
             records.append(Record(str(path), -1, 0))
-        loader = DataLoader(ImageDataset(records, PretrainViews(args.height, args.width)),
-                            batch_size=args.batch, num_workers=args.workers, collate_fn=collate)
+        loader = DataLoader(
+            ImageDataset(records, PretrainViews(args.height, args.width)),
+            batch_size=args.batch,
+            num_workers=args.workers,
+            collate_fn=collate,
+        )
         start = time.perf_counter()
         seen = sum(len(batch[0][0]) for batch in loader)
         return seen / (time.perf_counter() - start)
@@ -109,14 +118,23 @@ def main() -> None:
     if args.device == "cpu":
         avoid_amx_bf16_convolution()  # as the project runs CPU bf16 (upreid/runtime.py)
     result: dict[str, object] = {
-        "arch": args.arch, "height": args.height, "width": args.width, "batch": args.batch,
-        "threads": torch.get_num_threads(), "channels_last": args.channels_last,
-        "device": args.device, "cpu_native_bf16": cpu_has_native_bf16()}
+        "arch": args.arch,
+        "height": args.height,
+        "width": args.width,
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "channels_last": args.channels_last,
+        "device": args.device,
+        "cpu_native_bf16": cpu_has_native_bf16(),
+    }
     for variant, name in (("moco", "MoCo v2"), ("upreid", "UP-ReID")):
         rates = step_rates(variant, args)
         result[f"{variant}_images_per_s"] = rates
-        print(f"{name}: fp32 {rates['fp32']:.1f}, bf16 {rates['bf16']:.1f} images/s "
-              f"(bf16/fp32 {rates['bf16'] / rates['fp32']:.2f}x)", flush=True)
+        print(
+            f"{name}: fp32 {rates['fp32']:.1f}, bf16 {rates['bf16']:.1f} images/s "
+            f"(bf16/fp32 {rates['bf16'] / rates['fp32']:.2f}x)",
+            flush=True,
+        )
     loader = loader_rate(args)
     print(f"loader ({args.workers} worker(s)): {loader:.1f} images/s", flush=True)
     moco, upreid = result["moco_images_per_s"], result["upreid_images_per_s"]
@@ -124,8 +142,7 @@ def main() -> None:
     result.update(loader_images_per_s=loader, cost_ratio_upreid_over_moco=ratio)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-    print(f"cost per image, UP-ReID / MoCo: fp32 {ratio['fp32']:.2f}x, "
-          f"bf16 {ratio['bf16']:.2f}x")
+    print(f"cost per image, UP-ReID / MoCo: fp32 {ratio['fp32']:.2f}x, bf16 {ratio['bf16']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -39,29 +39,47 @@ def main() -> None:
             synthesize(params.data, Path(tmp) / "data")
             args.data = Path(tmp) / "data" / "market1501"
         data = read_market1501(args.data)
-        settings = {"off": {"checkpoint_every": 1, "image_cache_mb": 0},
-                    "on": {"checkpoint_every": fp.checkpoint_every,
-                           "image_cache_mb": fp.image_cache_mb}}
+        settings = {
+            "off": {"checkpoint_every": 1, "image_cache_mb": 0},
+            "on": {"checkpoint_every": fp.checkpoint_every, "image_cache_mb": fp.image_cache_mb},
+        }
         result: dict[str, object] = {"settings": settings, "images": len(data.train)}
         for method in args.methods:
             mp = getattr(fp, method)
             walls: dict[str, list[float]] = {k: [] for k in settings}
             maps: dict[str, set[float]] = {k: set() for k in settings}
             for rep in range(args.repeats):
-                for name in (("off", "on") if rep % 2 == 0 else ("on", "off")):
+                for name in ("off", "on") if rep % 2 == 0 else ("on", "off"):
                     out = Path(tmp) / f"{method}-{name}-{rep}"
                     start = time.perf_counter()
-                    metrics = finetune(method, mp, fp.arch, data, "scratch", None, out,
-                                       params.eval, 0, channels_last=fp.channels_last,
-                                       **settings[name])
+                    metrics = finetune(
+                        method,
+                        mp,
+                        fp.arch,
+                        data,
+                        "scratch",
+                        None,
+                        out,
+                        params.eval,
+                        0,
+                        channels_last=fp.channels_last,
+                        **settings[name],
+                    )
                     walls[name].append(time.perf_counter() - start)
                     maps[name].add(metrics["mAP"])
             off, on = statistics.median(walls["off"]), statistics.median(walls["on"])
-            result[method] = {"epochs": mp.epochs, "off_wall_s": round(off, 2),
-                              "on_wall_s": round(on, 2), "speedup": round(off / on, 3),
-                              "same_mAP": maps["off"] == maps["on"] and len(maps["on"]) == 1}
-            print(f"{method}: off {off:.2f} s, on {on:.2f} s ({off / on:.2f}x), same mAP "
-                  f"{result[method]['same_mAP']}", flush=True)
+            result[method] = {
+                "epochs": mp.epochs,
+                "off_wall_s": round(off, 2),
+                "on_wall_s": round(on, 2),
+                "speedup": round(off / on, 3),
+                "same_mAP": maps["off"] == maps["on"] and len(maps["on"]) == 1,
+            }
+            print(
+                f"{method}: off {off:.2f} s, on {on:.2f} s ({off / on:.2f}x), same mAP "
+                f"{result[method]['same_mAP']}",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 

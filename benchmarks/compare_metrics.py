@@ -51,22 +51,26 @@ def compare(old: dict[str, float], new: dict[str, float]) -> str:
     h_old, h_new = headline(old), headline(new)
     for cell in sorted(h_old.keys() & h_new.keys()):
         a, b = h_old[cell], h_new[cell]
-        head.append(f"| {cell} (n={len(a)}) | {statistics.fmean(a):.1f} ± "
-                    f"{statistics.stdev(a) if len(a) > 1 else 0:.1f} | "
-                    f"{statistics.fmean(b):.1f} ± {statistics.stdev(b) if len(b) > 1 else 0:.1f} |")
+        head.append(
+            f"| {cell} (n={len(a)}) | {statistics.fmean(a):.1f} ± "
+            f"{statistics.stdev(a) if len(a) > 1 else 0:.1f} | "
+            f"{statistics.fmean(b):.1f} ± {statistics.stdev(b) if len(b) > 1 else 0:.1f} |"
+        )
     half = 1.96 * statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
-    summary = (f"{len(common)} runs compared; mean change {statistics.fmean(diffs):+.2f} mAP "
-               f"(95 % interval ±{half:.2f}: a systematic shift when it excludes 0), "
-               f"mean absolute change {statistics.fmean(abs(d) for d in diffs):.2f}; seed noise "
-               f"yardstick (2 x the largest headline seed std) {noise:.1f} mAP; "
-               f"{len(beyond)} run(s) moved beyond it" + (f": {', '.join(beyond)}." if beyond
-                                                          else "."))
+    summary = (
+        f"{len(common)} runs compared; mean change {statistics.fmean(diffs):+.2f} mAP "
+        f"(95 % interval ±{half:.2f}: a systematic shift when it excludes 0), "
+        f"mean absolute change {statistics.fmean(abs(d) for d in diffs):.2f}; seed noise "
+        f"yardstick (2 x the largest headline seed std) {noise:.1f} mAP; "
+        f"{len(beyond)} run(s) moved beyond it" + (f": {', '.join(beyond)}." if beyond else ".")
+    )
     return "\n".join([summary, "", *head, "", *lines, ""])
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("old", type=Path)
     ap.add_argument("new", type=Path)
     ap.add_argument("--out", type=Path)

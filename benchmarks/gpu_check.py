@@ -87,11 +87,20 @@ def peak_gib(device: torch.device) -> float:
 
 
 def pretrain_params(params: Params, variant: str, s: Sizes) -> Any:
-    return dataclasses.replace(pretrain_variant(params.pretrain, variant), arch=s.arch,
-                               height=s.height, width=s.width, batch_size=s.batch,
-                               queue_size=s.queue, hidden_dim=2048 if s.arch == "resnet50"
-                               else 64, bn_splits=1, workers=s.workers, epochs=1000,
-                               warmup_epochs=0, checkpoint_every_steps=0)
+    return dataclasses.replace(
+        pretrain_variant(params.pretrain, variant),
+        arch=s.arch,
+        height=s.height,
+        width=s.width,
+        batch_size=s.batch,
+        queue_size=s.queue,
+        hidden_dim=2048 if s.arch == "resnet50" else 64,
+        bn_splits=1,
+        workers=s.workers,
+        epochs=1000,
+        warmup_epochs=0,
+        checkpoint_every_steps=0,
+    )
 
 
 def model_step(params: Params, variant: str, s: Sizes, rt: Runtime) -> dict[str, float]:
@@ -102,8 +111,9 @@ def model_step(params: Params, variant: str, s: Sizes, rt: Runtime) -> dict[str,
 
     torch.manual_seed(0)
     model = rt.place(build_model(pretrain_params(params, variant, s), 0))
-    opt = torch.optim.SGD(model.online.parameters(), lr=0.01, momentum=0.9,
-                          fused=rt.device.type == "cuda")
+    opt = torch.optim.SGD(
+        model.online.parameters(), lr=0.01, momentum=0.9, fused=rt.device.type == "cuda"
+    )
     views = [rt.images(torch.randn(s.batch, 3, s.height, s.width)) for _ in range(3)]
 
     def step() -> None:
@@ -129,8 +139,12 @@ def model_step(params: Params, variant: str, s: Sizes, rt: Runtime) -> dict[str,
     rate = s.batch / statistics.median(times)
     flops = float(counter.get_total_flops())
     peak = peak_flops(rt.device)
-    return {"images_per_s": rate, "flops_per_step": flops, "peak_gib": peak_gib(rt.device),
-            "mfu": flops * rate / s.batch / peak if peak else float("nan")}
+    return {
+        "images_per_s": rate,
+        "flops_per_step": flops,
+        "peak_gib": peak_gib(rt.device),
+        "mfu": flops * rate / s.batch / peak if peak else float("nan"),
+    }
 
 
 def write_pool(root: Path, s: Sizes, params: Params) -> list[Record]:
@@ -146,13 +160,15 @@ def write_pool(root: Path, s: Sizes, params: Params) -> list[Record]:
     return records
 
 
-def loop_rate(params: Params, variant: str, s: Sizes, rt: Runtime, records: list[Record],
-              out: Path) -> float:
+def loop_rate(
+    params: Params, variant: str, s: Sizes, rt: Runtime, records: list[Record], out: Path
+) -> float:
     """Images/s of the real pre-training loop (loader, transforms, checkpoints off)."""
     from upreid.train.pretrain import pretrain
 
-    summary = pretrain(pretrain_params(params, variant, s), records, out, 0, rt,
-                       max_steps=s.loop_steps)
+    summary = pretrain(
+        pretrain_params(params, variant, s), records, out, 0, rt, max_steps=s.loop_steps
+    )
     return float(summary["images_per_s"])
 
 
@@ -164,19 +180,49 @@ def bot_epoch(params: Params, s: Sizes, rt: Runtime, root: Path) -> dict[str, fl
     from upreid.train.finetune import finetune
 
     data = dataclasses.replace(params.data, height=s.height, width=s.width)
-    sp = dataclasses.replace(data.market1501, train_identities=s.train_ids,
-                             test_identities=max(4, s.train_ids // 4), distractors=0)
-    write_market_style(Writer("market1501", 0, data, sp.cameras), root / "market1501", sp,
-                       list(range(1, sp.cameras + 1)), "jpg", Progress(1, "synth"))
+    sp = dataclasses.replace(
+        data.market1501,
+        train_identities=s.train_ids,
+        test_identities=max(4, s.train_ids // 4),
+        distractors=0,
+    )
+    write_market_style(
+        Writer("market1501", 0, data, sp.cameras),
+        root / "market1501",
+        sp,
+        list(range(1, sp.cameras + 1)),
+        "jpg",
+        Progress(1, "synth"),
+    )
     market = read_market1501(root / "market1501")
-    mp = dataclasses.replace(params.finetune.bot, height=s.height, width=s.width, epochs=1,
-                             eval_every=1, p=16 if s is FULL else 4, k=4)
+    mp = dataclasses.replace(
+        params.finetune.bot,
+        height=s.height,
+        width=s.width,
+        epochs=1,
+        eval_every=1,
+        p=16 if s is FULL else 4,
+        k=4,
+    )
     start = time.perf_counter()
-    result = finetune("bot", mp, s.arch, market, "scratch", None, root / "bot", params.eval, 0,
-                      rt, workers=s.workers)
-    return {"train_images_per_s": float(result["images_per_s"]),
-            "train_images": float(result["train_images"]),
-            "wall_s": time.perf_counter() - start}
+    result = finetune(
+        "bot",
+        mp,
+        s.arch,
+        market,
+        "scratch",
+        None,
+        root / "bot",
+        params.eval,
+        0,
+        rt,
+        workers=s.workers,
+    )
+    return {
+        "train_images_per_s": float(result["images_per_s"]),
+        "train_images": float(result["train_images"]),
+        "wall_s": time.perf_counter() - start,
+    }
 
 
 def evaluation(s: Sizes, rt: Runtime, params: Params) -> dict[str, float]:
@@ -215,37 +261,67 @@ def cuda_tests(tiny: bool) -> dict[str, Any]:
     """``pytest -m cuda`` (on a CUDA machine; nothing to run with --tiny)."""
     if tiny or not torch.cuda.is_available():
         return {"ran": False}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p",
-                           "no:cacheprovider", str(ROOT / "tests")], capture_output=True,
-                          text=True, timeout=240, cwd=ROOT)
-    return {"ran": True, "returncode": proc.returncode,
-            "summary": (proc.stdout.strip().splitlines() or [""])[-1]}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "cuda",
+            "-p",
+            "no:cacheprovider",
+            str(ROOT / "tests"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    return {
+        "ran": True,
+        "returncode": proc.returncode,
+        "summary": (proc.stdout.strip().splitlines() or [""])[-1],
+    }
 
 
 def markdown(r: dict[str, Any]) -> str:
     pre = r["pretrain"]
-    lines = [f"### GPU check ({r['device_name']}, torch {r['torch']}, {r['sizes']['arch']} "
-             f"{r['sizes']['height']}x{r['sizes']['width']}, bf16, channels_last)", "",
-             "| pre-training | model step images/s | real loop images/s | FLOPs/image "
-             "(fwd+bwd) | MFU | peak GPU memory |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"### GPU check ({r['device_name']}, torch {r['torch']}, {r['sizes']['arch']} "
+        f"{r['sizes']['height']}x{r['sizes']['width']}, bf16, channels_last)",
+        "",
+        "| pre-training | model step images/s | real loop images/s | FLOPs/image "
+        "(fwd+bwd) | MFU | peak GPU memory |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in ("moco", "upreid"):
         m = pre[name]
-        lines.append(f"| {name} | {m['images_per_s']:.0f} | {m['loop_images_per_s']:.0f} | "
-                     f"{m['flops_per_step'] / r['sizes']['batch'] / 1e9:.1f} G | "
-                     f"{100 * m['mfu']:.1f} % | {m['peak_gib']:.1f} GiB |")
-    lines += ["", f"UP-ReID / MoCo cost per image: {r['cost_ratio_upreid_over_moco']:.2f}x "
-              "(model step).", "",
-              f"BoT, one fine-tuning epoch: {r['bot']['train_images_per_s']:.0f} images/s "
-              f"({r['bot']['train_images']:.0f} images).", "",
-              f"Market-1501-scale evaluation on the GPU: {r['eval']['plain_s']:.2f} s, with "
-              f"re-ranking {r['eval']['rerank_s']:.2f} s.", "",
-              f"`pytest -m cuda`: {r['cuda_tests'].get('summary', 'not run')}", ""]
+        lines.append(
+            f"| {name} | {m['images_per_s']:.0f} | {m['loop_images_per_s']:.0f} | "
+            f"{m['flops_per_step'] / r['sizes']['batch'] / 1e9:.1f} G | "
+            f"{100 * m['mfu']:.1f} % | {m['peak_gib']:.1f} GiB |"
+        )
+    lines += [
+        "",
+        f"UP-ReID / MoCo cost per image: {r['cost_ratio_upreid_over_moco']:.2f}x (model step).",
+        "",
+        f"BoT, one fine-tuning epoch: {r['bot']['train_images_per_s']:.0f} images/s "
+        f"({r['bot']['train_images']:.0f} images).",
+        "",
+        f"Market-1501-scale evaluation on the GPU: {r['eval']['plain_s']:.2f} s, with "
+        f"re-ranking {r['eval']['rerank_s']:.2f} s.",
+        "",
+        f"`pytest -m cuda`: {r['cuda_tests'].get('summary', 'not run')}",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (seconds)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
@@ -258,26 +334,37 @@ def main() -> None:
     params = load_params(ROOT / "params.yaml")
     torch.backends.cudnn.benchmark = True
     began = time.perf_counter()
-    result: dict[str, Any] = {"device_name": torch.cuda.get_device_name(device)
-                              if device.type == "cuda" else "cpu", "torch": torch.__version__,
-                              "sizes": dataclasses.asdict(s), "pretrain": {}}
+    result: dict[str, Any] = {
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "sizes": dataclasses.asdict(s),
+        "pretrain": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         records = write_pool(Path(tmp), s, params)
         for variant in ("moco", "upreid"):
             m = model_step(params, variant, s, rt)
-            m["loop_images_per_s"] = loop_rate(params, variant, s, rt, records,
-                                               Path(tmp) / f"run-{variant}")
+            m["loop_images_per_s"] = loop_rate(
+                params, variant, s, rt, records, Path(tmp) / f"run-{variant}"
+            )
             result["pretrain"][variant] = m
-            print(f"{variant}: model step {m['images_per_s']:.0f} images/s, loop "
-                  f"{m['loop_images_per_s']:.0f} images/s, MFU {100 * m['mfu']:.1f} %, peak "
-                  f"{m['peak_gib']:.1f} GiB", flush=True)
-        result["cost_ratio_upreid_over_moco"] = (result["pretrain"]["moco"]["images_per_s"]
-                                                 / result["pretrain"]["upreid"]["images_per_s"])
+            print(
+                f"{variant}: model step {m['images_per_s']:.0f} images/s, loop "
+                f"{m['loop_images_per_s']:.0f} images/s, MFU {100 * m['mfu']:.1f} %, peak "
+                f"{m['peak_gib']:.1f} GiB",
+                flush=True,
+            )
+        result["cost_ratio_upreid_over_moco"] = (
+            result["pretrain"]["moco"]["images_per_s"]
+            / result["pretrain"]["upreid"]["images_per_s"]
+        )
         result["bot"] = bot_epoch(params, s, rt, Path(tmp))
         print(f"bot: {result['bot']['train_images_per_s']:.0f} images/s", flush=True)
     result["eval"] = evaluation(s, rt, params)
-    print(f"eval: {result['eval']['plain_s']:.2f} s, re-ranked {result['eval']['rerank_s']:.2f} s",
-          flush=True)
+    print(
+        f"eval: {result['eval']['plain_s']:.2f} s, re-ranked {result['eval']['rerank_s']:.2f} s",
+        flush=True,
+    )
     result["cuda_tests"] = cuda_tests(args.tiny)
     result["wall_s"] = time.perf_counter() - began
     text = markdown(result)

@@ -25,19 +25,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def copy_project(dest: Path, profile: str) -> None:
     """The tracked files of the project (no data, runs or store) with ``profile`` selected."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           check=True, capture_output=True, text=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     for name in files:
         src = ROOT / name
-        if src.is_file() and not name.startswith(("reports/", "metrics/")) \
-                and name != "dvc.lock":
+        if src.is_file() and not name.startswith(("reports/", "metrics/")) and name != "dvc.lock":
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["profile"] = profile
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "GIT_AUTHOR_NAME": "upreid", "GIT_AUTHOR_EMAIL": "dev@upreid.local",
-           "GIT_COMMITTER_NAME": "upreid", "GIT_COMMITTER_EMAIL": "dev@upreid.local"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "upreid",
+        "GIT_AUTHOR_EMAIL": "dev@upreid.local",
+        "GIT_COMMITTER_NAME": "upreid",
+        "GIT_COMMITTER_EMAIL": "dev@upreid.local",
+    }
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dest, check=True, env=env)
 
@@ -46,14 +55,19 @@ def repro(workdir: Path, log_file: Path | None = None) -> dict[str, float]:
     """Run ``dvc repro`` in ``workdir``; wall seconds and peak RSS (GiB)."""
     dvc = Path(sys.executable).with_name("dvc")
     # the copy's own library, not the (editable) installed one: the checkout may change meanwhile
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{dvc.parent}:{os.environ['PATH']}",
-           "PYTHONPATH": str(workdir)}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{dvc.parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(workdir),
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     start = time.monotonic()
     out = open(log_file, "w") if log_file else subprocess.DEVNULL  # noqa: SIM115
     try:
-        proc = subprocess.run([str(dvc), "repro"], cwd=workdir, env=env, stdout=out,
-                              stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            [str(dvc), "repro"], cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     finally:
         if log_file:
             out.close()

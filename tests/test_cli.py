@@ -12,8 +12,17 @@ runner = CliRunner()
 def test_help_lists_commands() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("data", "pretrain", "ablate", "finetune", "adapt", "eval", "search",
-                    "tables", "info"):
+    for command in (
+        "data",
+        "pretrain",
+        "ablate",
+        "finetune",
+        "adapt",
+        "eval",
+        "search",
+        "tables",
+        "info",
+    ):
         assert command in result.output
 
 
@@ -21,11 +30,11 @@ def test_ablate_needs_exactly_one_switch() -> None:
     result = runner.invoke(app, ["--params", str(ROOT / "params.yaml"), "ablate"])
     assert result.exit_code == 2
     assert "exactly one ablation" in result.output
-    result = runner.invoke(app, ["--params", str(ROOT / "params.yaml"), "ablate", "--no-cc",
-                                 "--no-hm"])
+    result = runner.invoke(
+        app, ["--params", str(ROOT / "params.yaml"), "ablate", "--no-cc", "--no-hm"]
+    )
     assert result.exit_code == 2
-    result = runner.invoke(app, ["--params", str(ROOT / "params.yaml"), "ablate",
-                                 "--patches", "6"])
+    result = runner.invoke(app, ["--params", str(ROOT / "params.yaml"), "ablate", "--patches", "6"])
     assert result.exit_code == 2 and "4, 8 or 12" in result.output
 
 
@@ -40,8 +49,9 @@ def test_bad_params_file_is_refused_before_work(tmp_path: Path) -> None:
 
 
 def test_data_check_missing_folder(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["data", "check", str(tmp_path / "nowhere"), "--format",
-                                 "market1501"])
+    result = runner.invoke(
+        app, ["data", "check", str(tmp_path / "nowhere"), "--format", "market1501"]
+    )
     assert result.exit_code == 2
     assert "nowhere" in result.output
     result = runner.invoke(app, ["data", "check", str(tmp_path), "--format", "duke"])
@@ -64,22 +74,28 @@ def test_data_check_counts_generated_data(tmp_path: Path) -> None:
     data = load_params(ROOT / "params.yaml", "quick").data
     sizes = {"train_identities": 5, "test_identities": 4, "distractors": 3}
     data = dataclasses.replace(
-        data, pool=dataclasses.replace(data.pool, identities=3),
-        **{n: dataclasses.replace(getattr(data, n), **sizes)
-           for n in ("market1501", "cuhk03", "msmt17", "personx")})
+        data,
+        pool=dataclasses.replace(data.pool, identities=3),
+        **{
+            n: dataclasses.replace(getattr(data, n), **sizes)
+            for n in ("market1501", "cuhk03", "msmt17", "personx")
+        },
+    )
     synthesize(data, tmp_path)
-    result = runner.invoke(app, ["data", "check", str(tmp_path / "market1501"), "--format",
-                                 "market1501"])
+    result = runner.invoke(
+        app, ["data", "check", str(tmp_path / "market1501"), "--format", "market1501"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["train"]["identities"] == 5 and report["query"]["identities"] == 4
     assert report["gallery"]["identities"] == 4 + 1  # the test people and the distractors (0)
     assert report["train"]["cameras"] <= 6 and report["problems"] == []
     (tmp_path / "market1501" / "query" / "broken.jpg").write_bytes(b"")
-    result = runner.invoke(app, ["data", "check", str(tmp_path / "market1501"), "--format",
-                                 "market1501"])
+    result = runner.invoke(
+        app, ["data", "check", str(tmp_path / "market1501"), "--format", "market1501"]
+    )
     assert result.exit_code == 1, result.output  # a problem found: not clean
-    problems = json.loads(result.output[:result.output.rindex("}") + 1])["problems"]
+    problems = json.loads(result.output[: result.output.rindex("}") + 1])["problems"]
     assert len(problems) == 1 and "broken.jpg: file name does not parse" in problems[0]
 
 
@@ -103,24 +119,30 @@ def test_user_mistakes_print_one_line_and_exit_2(tmp_path: Path) -> None:
     bad_yaml = tmp_path / "params.yaml"
     bad_yaml.write_text("seed: [1\n")
     result = runner.invoke(app, ["--params", str(bad_yaml), "info"])
-    assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in \
-        result.output
+    assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output
     assert "--seed must be >= 0" in _err(["finetune", "--seed", "-1"])
-    assert "--topk" in _err(["search", "x.pt", "--query", "q.jpg", "--gallery", ".",
-                             "--topk", "0"])
+    assert "--topk" in _err(["search", "x.pt", "--query", "q.jpg", "--gallery", ".", "--topk", "0"])
     gallery = tmp_path / "gallery"
     gallery.mkdir()
     for name, content in (("empty.pt", b""), ("text.pt", b"not a checkpoint\n")):
         (tmp_path / name).write_bytes(content)
-        out = _err(["search", str(tmp_path / name), "--query", str(bad_yaml), "--gallery",
-                    str(gallery)])
+        out = _err(
+            ["search", str(tmp_path / name), "--query", str(bad_yaml), "--gallery", str(gallery)]
+        )
         assert out.startswith("error:") and "--debug" in out
-    assert "checkpoint not found" in _err(["search", str(tmp_path / "missing.pt"), "--query",
-                                           str(bad_yaml), "--gallery", str(gallery)])
+    assert "checkpoint not found" in _err(
+        [
+            "search",
+            str(tmp_path / "missing.pt"),
+            "--query",
+            str(bad_yaml),
+            "--gallery",
+            str(gallery),
+        ]
+    )
 
 
-def test_paths_follow_the_params_file_not_the_current_folder(tmp_path: Path,
-                                                             monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_paths_follow_the_params_file_not_the_current_folder(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     result = runner.invoke(app, ["--params", str(ROOT / "params.yaml"), "info"])

@@ -80,9 +80,11 @@ def stages() -> list[tuple[str, str, list[str]]]:
 
 
 @pytest.mark.parametrize("name,script,deps", stages(), ids=[s[0] for s in stages()])
-def test_a_stage_depends_on_every_module_it_runs(name: str, script: str,
-                                                 deps: list[str]) -> None:
+def test_a_stage_depends_on_every_module_it_runs(name: str, script: str, deps: list[str]) -> None:
     covered = [ROOT / d for d in deps]
-    missing = sorted(str(p.relative_to(ROOT)) for p in closure(ROOT / script)
-                     if not any(p == c or c in p.parents for c in covered))
+    missing = sorted(
+        str(p.relative_to(ROOT))
+        for p in closure(ROOT / script)
+        if not any(p == c or c in p.parents for c in covered)
+    )
     assert not missing, f"stage {name}: add to its deps: {missing}"

@@ -20,16 +20,26 @@ def checkpoint(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     model = build_reid_model("bot", "resnet18", 4)
     path = tmp_path / "best.pt"
-    torch.save({"method": "bot", "arch": "resnet18", "num_classes": 4, "height": 32,
-                "width": 16, "model": model.state_dict()}, path)
+    torch.save(
+        {
+            "method": "bot",
+            "arch": "resnet18",
+            "num_classes": 4,
+            "height": 32,
+            "width": 16,
+            "model": model.state_dict(),
+        },
+        path,
+    )
     return path
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_exported_embeddings_match_pytorch(fmt: str, checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / f"model.{fmt}"
-    result = CliRunner().invoke(app, ["export", str(checkpoint), "--format", fmt, "--out",
-                                      str(out)])
+    result = CliRunner().invoke(
+        app, ["export", str(checkpoint), "--format", fmt, "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     x = torch.randn(5, 3, 32, 16)  # another batch size than the export example
     with torch.no_grad():

@@ -13,9 +13,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_gpu_check_tiny_runs_every_part(tmp_path: Path) -> None:
     out, md = tmp_path / "check.json", tmp_path / "check.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--tiny",
-                           "--json", str(out), "--markdown", str(md)], capture_output=True,
-                          text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "gpu_check.py"),
+            "--tiny",
+            "--json",
+            str(out),
+            "--markdown",
+            str(md),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
     for variant in ("moco", "upreid"):

@@ -43,8 +43,7 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path: Path, monkeypatch) -> Non
     before = path.read_bytes()
     _fill_disk(monkeypatch, room=100)
     with pytest.raises(OSError, match="No space"):
-        save_checkpoint(path, params={"lr": 1}, epoch=2, step=20,
-                        model={"w": torch.zeros(1000)})
+        save_checkpoint(path, params={"lr": 1}, epoch=2, step=20, model={"w": torch.zeros(1000)})
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert load_checkpoint(path)["epoch"] == 1

@@ -55,10 +55,13 @@ def test_negative_learning_rate() -> None:
         parse(data)
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("checkpoint_every", 0, r"finetune\.checkpoint_every must be > 0"),
-    ("image_cache_mb", -1, r"finetune\.image_cache_mb must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("checkpoint_every", 0, r"finetune\.checkpoint_every must be > 0"),
+        ("image_cache_mb", -1, r"finetune\.image_cache_mb must be >= 0"),
+    ],
+)
 def test_finetune_runtime_bounds(key: str, value: int, message: str) -> None:
     data = raw()
     data["finetune"][key] = value
@@ -97,17 +100,21 @@ def test_params_are_frozen() -> None:
         params.pretrain.lr = 1.0  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("path,value,message", [
-    (("seed",), -3, "seed must be >= 0"),
-    (("eval", "batch_size"), 0, "eval.batch_size must be > 0"),
-    (("eval", "chunk"), -1, "eval.chunk must be > 0"),
-    (("pretrain", "lr"), float("inf"), "pretrain.lr: expected a finite number"),
-    (("finetune", "bot", "lr"), float("nan"), "finetune.bot.lr: expected a finite number"),
-    (("spcl", "memory_momentum"), 1.0, "spcl.memory_momentum must be in"),
-    (("runtime", "device"), "gpu", "runtime.device"),
-])
-def test_out_of_range_values_are_refused(path: tuple[str, ...], value: object,
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    "path,value,message",
+    [
+        (("seed",), -3, "seed must be >= 0"),
+        (("eval", "batch_size"), 0, "eval.batch_size must be > 0"),
+        (("eval", "chunk"), -1, "eval.chunk must be > 0"),
+        (("pretrain", "lr"), float("inf"), "pretrain.lr: expected a finite number"),
+        (("finetune", "bot", "lr"), float("nan"), "finetune.bot.lr: expected a finite number"),
+        (("spcl", "memory_momentum"), 1.0, "spcl.memory_momentum must be in"),
+        (("runtime", "device"), "gpu", "runtime.device"),
+    ],
+)
+def test_out_of_range_values_are_refused(
+    path: tuple[str, ...], value: object, message: str
+) -> None:
     data = raw()
     node = data
     for key in path[:-1]:
@@ -126,8 +133,9 @@ def test_a_base_value_the_profile_overrides_is_still_checked() -> None:
 
 
 def test_overrides_set_single_values_and_are_validated() -> None:
-    p = load_params(ROOT / "params.yaml", "quick", ["finetune.bot.lr=0.002", "seed=4",
-                                                     "pipeline.inits=[moco]"])
+    p = load_params(
+        ROOT / "params.yaml", "quick", ["finetune.bot.lr=0.002", "seed=4", "pipeline.inits=[moco]"]
+    )
     assert p.finetune.bot.lr == 0.002 and p.seed == 4 and p.pipeline.inits == ("moco",)
     with pytest.raises(ParamsError, match="has no key 'lrr'"):
         load_params(ROOT / "params.yaml", None, ["finetune.bot.lrr=1"])

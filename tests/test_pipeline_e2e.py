@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _measure_module():
     spec = importlib.util.spec_from_file_location(
-        "measure_pipeline", ROOT / "benchmarks" / "measure_pipeline.py")
+        "measure_pipeline", ROOT / "benchmarks" / "measure_pipeline.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -28,16 +29,16 @@ def _measure_module():
 
 def _dvc_env() -> tuple[str, dict[str, str]]:
     dvc = Path(sys.executable).with_name("dvc")
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{dvc.parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{dvc.parent}:{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     return str(dvc), env
 
 
 def _repro(work: Path) -> str:
     dvc, env = _dvc_env()
-    proc = subprocess.run([dvc, "repro"], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run(
+        [dvc, "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout + proc.stderr  # DVC's stage lines, then the stages' logs
 
@@ -47,8 +48,14 @@ def _kill_repro_when(work: Path, target: str, marker: Path, done: Path) -> None:
     checkpoint) exists, before ``done`` (the finished run's result) does."""
     dvc, env = _dvc_env()
     with open(work / f"killed-{target}.log", "w") as log:
-        proc = subprocess.Popen([dvc, "repro", target], cwd=work, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [dvc, "repro", target],
+            cwd=work,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 600
         while not marker.exists():
             assert proc.poll() is None, f"dvc repro {target} ended before {marker} appeared"
@@ -67,8 +74,7 @@ def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     pre = tmp_path / "runs" / "pretrain" / "upreid"
     _kill_repro_when(tmp_path, "pretrain@upreid", pre / "checkpoint.pt", pre / "result.json")
     fine = tmp_path / "runs" / "finetune" / "bot-market1501" / "moco-s0"
-    _kill_repro_when(tmp_path, "finetune@bot-market1501", fine / "last.pt",
-                     fine / "result.json")
+    _kill_repro_when(tmp_path, "finetune@bot-market1501", fine / "last.pt", fine / "result.json")
     first = _repro(tmp_path)
     assert "Running stage 'report'" in first
     resumed = (tmp_path / "killed-finetune@bot-market1501.log").read_text()
@@ -87,8 +93,13 @@ def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (tmp_path / "reports" / "figures" / "curves" / "figure6_mgn.png").is_file()
 
     runs = tracking.latest_runs("quick", tmp_path)
-    for key in ("pretrain/moco", "pretrain/upreid", "finetune/mgn/cuhk03/upreid/s0",
-                "finetune/pcb/personx/moco/s0", "spcl/P2M/upreid"):
+    for key in (
+        "pretrain/moco",
+        "pretrain/upreid",
+        "finetune/mgn/cuhk03/upreid/s0",
+        "finetune/pcb/personx/moco/s0",
+        "spcl/P2M/upreid",
+    ):
         assert key in runs, sorted(runs)
         assert "mAP" in runs[key].metrics or "loss" in runs[key].metrics
     assert "mAP" in runs["finetune/bot/msmt17/moco/s0"].metrics
@@ -116,21 +127,30 @@ def _check_same_as_uninterrupted(work: Path, pre: Path, fine: Path) -> None:
     assert params.profile == "quick"
     data_root = work / params.data.root
     pp = pretrain_variant(params.pretrain, "upreid")
-    pretrain(pp, read_pool(data_root / "luperson"), work / "ref-pre", params.seed,
-             runtime_of(params))
+    pretrain(
+        pp, read_pool(data_root / "luperson"), work / "ref-pre", params.seed, runtime_of(params)
+    )
     ours = torch.load(pre / "backbone.pt", map_location="cpu", weights_only=True)
-    ref = torch.load(work / "ref-pre" / "backbone.pt", map_location="cpu",
-                     weights_only=True)
+    ref = torch.load(work / "ref-pre" / "backbone.pt", map_location="cpu", weights_only=True)
     ours, ref = ours["backbone"], ref["backbone"]
     assert ours.keys() == ref.keys()
     for key in ref:
         assert torch.equal(ours[key], ref[key]), key
 
     mp = params.finetune.bot
-    metrics = finetune("bot", mp, params.finetune.arch, read_dataset("market1501",
-                       data_root / "market1501"), "moco", str(pre.parent / "moco" / "backbone.pt"),
-                       work / "ref-fine", params.eval, params.seed,
-                       runtime=runtime_of(params), workers=params.finetune.workers)
+    metrics = finetune(
+        "bot",
+        mp,
+        params.finetune.arch,
+        read_dataset("market1501", data_root / "market1501"),
+        "moco",
+        str(pre.parent / "moco" / "backbone.pt"),
+        work / "ref-fine",
+        params.eval,
+        params.seed,
+        runtime=runtime_of(params),
+        workers=params.finetune.workers,
+    )
     saved = json.loads((fine / "result.json").read_text())["metrics"]
     for key in ("mAP", "rank1", "mINP", "best_mAP"):
         assert saved[key] == metrics[key], (key, saved[key], metrics[key])

@@ -33,15 +33,25 @@ def _project(dest: Path, nproc: int) -> None:
 
 def _env(work: Path) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PYTHONPATH": str(work), "OMP_NUM_THREADS": "1",
-           "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(work),
+        "OMP_NUM_THREADS": "1",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
 
 
 def _stage(work: Path, *args: str) -> None:
-    proc = subprocess.run([sys.executable, *args], cwd=work, env=_env(work),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, *args],
+        cwd=work,
+        env=_env(work),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
@@ -52,13 +62,16 @@ def _fake_pretrained(work: Path) -> None:
     torch.manual_seed(1)
     out = work / "runs" / "pretrain" / "moco"
     out.mkdir(parents=True)
-    torch.save({"backbone": build_backbone("resnet18").state_dict(), "arch": "resnet18"},
-               out / "backbone.pt")
+    torch.save(
+        {"backbone": build_backbone("resnet18").state_dict(), "arch": "resnet18"},
+        out / "backbone.pt",
+    )
 
 
 @pytest.mark.slow
 def test_two_gloo_processes_split_the_runs_and_write_the_same_metrics(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     one, two = tmp_path / "one", tmp_path / "two"
     _project(one, 1)
@@ -72,13 +85,15 @@ def test_two_gloo_processes_split_the_runs_and_write_the_same_metrics(
     b = json.loads((two / "metrics" / "finetune" / "mgn-market1501.json").read_text())
     assert sorted(a) == sorted(b) == ["moco-s0", "moco-s1", "scratch-s0"]
     for run in a:
-        assert {k: v for k, v in a[run].items() if k not in TIMING} == \
-            {k: v for k, v in b[run].items() if k not in TIMING}, run
+        assert {k: v for k, v in a[run].items() if k not in TIMING} == {
+            k: v for k, v in b[run].items() if k not in TIMING
+        }, run
     # rank 1 did moco-s0; rank 0 did the others and logged all three to MLflow
-    log = (two / "runs" / "finetune" / "mgn-market1501" / "moco-s0" / "result.json")
+    log = two / "runs" / "finetune" / "mgn-market1501" / "moco-s0" / "result.json"
     assert json.loads(log.read_text())["key"] == "finetune/mgn/market1501/moco/s0"
     from upreid import tracking
 
     runs = tracking.latest_runs("quick", two)
-    assert {f"finetune/mgn/market1501/{r}" for r in ("scratch/s0", "moco/s0", "moco/s1")} \
-        <= set(runs)
+    assert {f"finetune/mgn/market1501/{r}" for r in ("scratch/s0", "moco/s0", "moco/s1")} <= set(
+        runs
+    )

@@ -31,8 +31,9 @@ def _stage(tmp_path: Path, fail: bool) -> subprocess.CompletedProcess[str]:
     marker = tmp_path / "marker.txt"
     script = tmp_path / "stage.py"
     script.write_text(SCRIPT.format(stages=str(ROOT / "stages"), marker=str(marker), fail=fail))
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
 
 
 def test_a_finished_stage_runs_exit_handlers_and_flushes(tmp_path: Path) -> None:
@@ -59,8 +60,14 @@ def test_an_unreachable_tracking_server_fails_a_stage_in_seconds(tmp_path: Path)
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # nothing listens there
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "stages/data.py"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "stages/data.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "is unreachable" in proc.stderr
     assert time.monotonic() - start < 60
     assert not (tmp_path / "data").exists()  # failed before touching anything

@@ -19,8 +19,14 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _log_stage(root: Path, key: str, values: list[float], tags: dict | None = None) -> None:
-    with tracking.stage_run(key, profile="t", params={"a": {"b": 1, "c": (1, 2)}},
-                            tags=tags or {"input_hash": "h1"}, commit="abc", root=root) as run:
+    with tracking.stage_run(
+        key,
+        profile="t",
+        params={"a": {"b": 1, "c": (1, 2)}},
+        tags=tags or {"input_hash": "h1"},
+        commit="abc",
+        root=root,
+    ) as run:
         for step, v in enumerate(values):
             run.log_metrics({"mAP": v, "loss": 1.0 / (step + 1)}, step)
 
@@ -44,8 +50,9 @@ def test_latest_finished_run_wins_and_failures_are_marked(store: Path) -> None:
     _log_stage(store, "pretrain/moco", [1.0])
     _log_stage(store, "pretrain/moco", [2.0], tags={"input_hash": "h2"})
     with pytest.raises(RuntimeError, match="boom"):
-        with tracking.stage_run("pretrain/moco", profile="t", params={}, tags={},
-                                commit="abc", root=store) as run:
+        with tracking.stage_run(
+            "pretrain/moco", profile="t", params={}, tags={}, commit="abc", root=store
+        ) as run:
             run.log_metrics({"mAP": 99.0}, 0)
             raise RuntimeError("boom")
     runs = tracking.latest_runs("t", store)
@@ -78,9 +85,22 @@ def test_real_server_serves_the_runs_over_rest(store: Path) -> None:
     port = _free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            str(mlflow_bin),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(120):
@@ -92,12 +112,20 @@ def test_real_server_serves_the_runs_over_rest(store: Path) -> None:
         else:
             pytest.fail("mlflow server did not start")
         req = urllib.request.Request(
-            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=upreid-t")
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=upreid-t"
+        )
         exp = json.load(urllib.request.urlopen(req, timeout=10))["experiment"]
-        body = json.dumps({"experiment_ids": [exp["experiment_id"]],
-                           "filter": "tags.`upreid.key` = 'finetune/mgn/cuhk03/upreid/s0'"})
-        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body.encode(),
-                                     headers={"Content-Type": "application/json"})
+        body = json.dumps(
+            {
+                "experiment_ids": [exp["experiment_id"]],
+                "filter": "tags.`upreid.key` = 'finetune/mgn/cuhk03/upreid/s0'",
+            }
+        )
+        req = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/search",
+            data=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
         runs = json.load(urllib.request.urlopen(req, timeout=10))["runs"]
         assert len(runs) == 1
         metrics = {m["key"]: m["value"] for m in runs[0]["data"]["metrics"]}

@@ -37,8 +37,14 @@ class Worker:
 
 
 def _unit(tmp: Path, inputs: str) -> Unit:
-    return Unit("finetune/bot/market1501/moco/s0", tmp / "runs" / "moco-s0", inputs,
-                {"lr": 0.1}, artifacts=("best.pt",), resume_state="last.pt")
+    return Unit(
+        "finetune/bot/market1501/moco/s0",
+        tmp / "runs" / "moco-s0",
+        inputs,
+        {"lr": 0.1},
+        artifacts=("best.pt",),
+        resume_state="last.pt",
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -98,12 +104,15 @@ def test_new_inputs_replace_a_finished_run_only_when_they_succeed(tmp_path: Path
 
 def test_a_run_left_running_by_a_kill_ends_killed(tmp_path: Path) -> None:
     unit = _unit(tmp_path, "aaa")
-    orphan = tracking.stage_run(unit.key, profile="t", params={}, tags={}, commit="c",
-                                root=tmp_path)
+    orphan = tracking.stage_run(
+        unit.key, profile="t", params={}, tags={}, commit="c", root=tmp_path
+    )
     orphan.__enter__()  # a process killed inside its run never leaves it
     _run(tmp_path, unit, Worker())
     client = tracking._client(tracking.tracking_uri(tmp_path))
     exp = client.get_experiment_by_name("upreid-t")
-    status = sorted(r.info.status for r in client.search_runs(
-        [exp.experiment_id], f"tags.`upreid.key` = '{unit.key}'"))
+    status = sorted(
+        r.info.status
+        for r in client.search_runs([exp.experiment_id], f"tags.`upreid.key` = '{unit.key}'")
+    )
     assert status == ["FINISHED", "KILLED"]

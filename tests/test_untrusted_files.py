@@ -29,13 +29,21 @@ class _Payload:
 def _crafted_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"backbone": build_backbone("resnet18").state_dict(), "arch": "resnet18",
-                "x": _Payload(marker)}, path)
+    torch.save(
+        {
+            "backbone": build_backbone("resnet18").state_dict(),
+            "arch": "resnet18",
+            "x": _Payload(marker),
+        },
+        path,
+    )
     return path, marker
 
 
-@pytest.mark.parametrize("loader", [load_checkpoint, load_model,
-                                    lambda p: load_backbone_file(build_backbone("resnet18"), p)])
+@pytest.mark.parametrize(
+    "loader",
+    [load_checkpoint, load_model, lambda p: load_backbone_file(build_backbone("resnet18"), p)],
+)
 def test_a_crafted_checkpoint_does_not_run(loader, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     path, marker = _crafted_checkpoint(tmp_path)
     with pytest.raises(pickle.UnpicklingError):

@@ -1,10 +1,10 @@
 """The library in a few calls, for notebooks and scripts.
 
-    from upreid import load_model, extract_features, evaluate
+from upreid import load_model, extract_features, evaluate
 
-    model = load_model("runs/finetune/bot-market1501/upreid-s0/best.pt")   # device="auto"
-    feats, paths = extract_features(model, "data/synth/market1501/query")   # (N, D), N paths
-    metrics = evaluate(model, "data/synth/market1501", fmt="market1501")    # mAP, rank1, ...
+model = load_model("runs/finetune/bot-market1501/upreid-s0/best.pt")   # device="auto"
+feats, paths = extract_features(model, "data/synth/market1501/query")   # (N, D), N paths
+metrics = evaluate(model, "data/synth/market1501", fmt="market1501")    # mAP, rank1, ...
 """
 
 from __future__ import annotations
@@ -39,12 +39,14 @@ def load_model(path: str | Path, device: str = "auto", precision: str = "fp32") 
     rt = build_runtime(device, precision, channels_last=True)
     loaded = load(path)
     rt.place(loaded.model)
-    return Model(rt.embedder(loaded.model, loaded.output), loaded.height, loaded.width, rt,
-                 loaded.method)
+    return Model(
+        rt.embedder(loaded.model, loaded.output), loaded.height, loaded.width, rt, loaded.method
+    )
 
 
-def extract_features(model: Model, images: str | Path | list[str | Path],
-                     batch_size: int = 128, flip: bool = False) -> tuple[Tensor, list[str]]:
+def extract_features(
+    model: Model, images: str | Path | list[str | Path], batch_size: int = 128, flip: bool = False
+) -> tuple[Tensor, list[str]]:
     """L2-normalised features (N, D) of a folder of images (recursively) or a list of image
     files, and the paths they belong to; unreadable images are skipped."""
     from upreid.data.dataset import drop_bad_records
@@ -58,8 +60,13 @@ def extract_features(model: Model, images: str | Path | list[str | Path],
     return feats.cpu(), [r.path for r in records]
 
 
-def evaluate(model: Model, data: str | Path, fmt: str = "market1501", rerank: bool = False,
-             **eval_values: Any) -> dict[str, float | int]:
+def evaluate(
+    model: Model,
+    data: str | Path,
+    fmt: str = "market1501",
+    rerank: bool = False,
+    **eval_values: Any,
+) -> dict[str, float | int]:
     """mAP, CMC and mINP (percent) of ``model`` on the query / gallery of the dataset at
     ``data`` (layout ``fmt``) under the standard protocol: cosine distance, and with ``rerank``
     Zhong et al.'s k1 20, k2 6, lambda 0.3; ``eval_values`` set any field of
@@ -68,9 +75,23 @@ def evaluate(model: Model, data: str | Path, fmt: str = "market1501", rerank: bo
     from upreid.eval.evaluate import evaluate as run
     from upreid.params import EvalParams
 
-    params = EvalParams(metric="cosine", rerank=rerank, rerank_k1=20, rerank_k2=6,
-                        rerank_lambda=0.3, flip=False, batch_size=128, chunk=512)
+    params = EvalParams(
+        metric="cosine",
+        rerank=rerank,
+        rerank_k1=20,
+        rerank_k2=6,
+        rerank_lambda=0.3,
+        flip=False,
+        batch_size=128,
+        chunk=512,
+    )
     params = replace(params, **eval_values)
     with torch.no_grad():
-        return run(model.embed, read_dataset(fmt, data), params, model.height, model.width,
-                   device=model.runtime.device)
+        return run(
+            model.embed,
+            read_dataset(fmt, data),
+            params,
+            model.height,
+            model.width,
+            device=model.runtime.device,
+        )

@@ -21,8 +21,11 @@ from upreid.progress import setup_logging
 from upreid.runtime import DeviceError
 from upreid.tracking import TrackingError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="UP-ReID: pre-train, fine-tune, evaluate and report for person re-ID.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="UP-ReID: pre-train, fine-tune, evaluate and report for person re-ID.",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Generate or check datasets.")
 app.add_typer(data_app, name="data")
 
@@ -37,9 +40,22 @@ Format = Enum("Format", {f: f for f in FORMATS}, type=str)  # type: ignore[misc]
 
 # What a user's mistake raises (a bad value, file or path, an unreachable server, a diverged
 # run): one line on stderr and exit status 2; ``--debug`` shows the traceback instead.
-USER_ERRORS = (ParamsError, DatasetLayoutError, DeviceError, TrackingError, FileNotFoundError,
-               NotADirectoryError, IsADirectoryError, PermissionError, ValueError, KeyError,
-               pickle.UnpicklingError, yaml.YAMLError, EOFError, RuntimeError)
+USER_ERRORS = (
+    ParamsError,
+    DatasetLayoutError,
+    DeviceError,
+    TrackingError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ValueError,
+    KeyError,
+    pickle.UnpicklingError,
+    yaml.YAMLError,
+    EOFError,
+    RuntimeError,
+)
 C = TypeVar("C", bound=Callable[..., Any])
 
 
@@ -60,16 +76,22 @@ def user_errors(command: C) -> C:
 
     return wrapper  # type: ignore[return-value]
 
+
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="default, quick or paper")]
 
 
 @app.callback()
-def main(params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
-         profile: ProfileOpt = None,
-         overrides: Annotated[list[str] | None, typer.Option(
-             "--set", "-S", help="override one value: -S finetune.bot.lr=0.002 (repeatable)")]
-         = None,
-         debug: Annotated[bool, typer.Option(help="show tracebacks")] = False) -> None:
+def main(
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-S", help="override one value: -S finetune.bot.lr=0.002 (repeatable)"
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
+) -> None:
     setup_logging()
     STATE.update(params=params, profile=profile, overrides=overrides or [], debug=debug)
 
@@ -102,16 +124,19 @@ def data_synth() -> None:
 
     params = _params()
     if params.data.source != "synth":
-        _fail(f"data.source is {params.data.source!r} in profile {params.profile!r}: "
-              "nothing to generate")
+        _fail(
+            f"data.source is {params.data.source!r} in profile {params.profile!r}: "
+            "nothing to generate"
+        )
     summary = run_data(params)
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "params"}, indent=1))
 
 
 @data_app.command("check")
 @user_errors
-def data_check(path: Path,
-               fmt: Annotated[Format, typer.Option("--format")] = Format.market1501) -> None:
+def data_check(
+    path: Path, fmt: Annotated[Format, typer.Option("--format")] = Format.market1501
+) -> None:
     """Count images, identities and cameras per split of a dataset folder; list problems."""
     from upreid.data.readers import check_dataset, read_pool
     from upreid.data.records import DatasetLayoutError
@@ -125,8 +150,9 @@ def data_check(path: Path,
     except (DatasetLayoutError, FileNotFoundError) as err:
         _fail(str(err))
         return
-    empty = [split for split in ("train", "query", "gallery")
-             if not report.get(split, {}).get("images")]
+    empty = [
+        split for split in ("train", "query", "gallery") if not report.get(split, {}).get("images")
+    ]
     if empty:
         report["problems"].append(f"empty split(s): {', '.join(empty)}")
     typer.echo(json.dumps(report, indent=1, default=str))
@@ -137,40 +163,53 @@ def data_check(path: Path,
 
 @app.command()
 @user_errors
-def pretrain(variant: Annotated[Variant, typer.Option(help="moco, upreid or an ablation")]
-             = Variant.upreid,
-             max_steps: Annotated[int | None, typer.Option(help="stop early")] = None) -> None:
+def pretrain(
+    variant: Annotated[Variant, typer.Option(help="moco, upreid or an ablation")] = Variant.upreid,
+    max_steps: Annotated[int | None, typer.Option(help="stop early")] = None,
+) -> None:
     """Pre-train one variant on the unlabeled pool (resumes a killed run)."""
     from upreid.pipeline import relaunch_distributed
     from upreid.steps.pretrain import run_pretrain
 
     params = _params()
     relaunch_distributed(params, [sys.argv[0], *sys.argv[1:]])
-    typer.echo(json.dumps(run_pretrain(params, Variant(variant).value, max_steps=max_steps),
-                          indent=1))
+    typer.echo(
+        json.dumps(run_pretrain(params, Variant(variant).value, max_steps=max_steps), indent=1)
+    )
 
 
-def _ablation_variant(no_cc: bool, no_icc: bool, no_hm: bool, patches: int | None,
-                      positive: str | None) -> str:
-    chosen = {"icc": no_cc, "cc": no_icc, "nohm": no_hm, "n4": patches == 4,
-              "n12": patches == 12, "random": positive == "random",
-              "online": positive == "online"}
+def _ablation_variant(
+    no_cc: bool, no_icc: bool, no_hm: bool, patches: int | None, positive: str | None
+) -> str:
+    chosen = {
+        "icc": no_cc,
+        "cc": no_icc,
+        "nohm": no_hm,
+        "n4": patches == 4,
+        "n12": patches == 12,
+        "random": positive == "random",
+        "online": positive == "online",
+    }
     picked = [v for v, on in chosen.items() if on]
     if patches not in (None, 4, 8, 12) or positive not in (None, "symmetric", "random", "online"):
         _fail("--patches takes 4, 8 or 12; --positive takes symmetric, random or online")
     if len(picked) != 1:
-        _fail("name exactly one ablation: --no-cc, --no-icc, --no-hm, --patches 4|12, "
-              "--positive random|online")
+        _fail(
+            "name exactly one ablation: --no-cc, --no-icc, --no-hm, --patches 4|12, "
+            "--positive random|online"
+        )
     return picked[0]
 
 
 @app.command()
 @user_errors
-def ablate(no_cc: Annotated[bool, typer.Option("--no-cc")] = False,
-           no_icc: Annotated[bool, typer.Option("--no-icc")] = False,
-           no_hm: Annotated[bool, typer.Option("--no-hm")] = False,
-           patches: Annotated[int | None, typer.Option("--patches")] = None,
-           positive: Annotated[str | None, typer.Option("--positive")] = None) -> None:
+def ablate(
+    no_cc: Annotated[bool, typer.Option("--no-cc")] = False,
+    no_icc: Annotated[bool, typer.Option("--no-icc")] = False,
+    no_hm: Annotated[bool, typer.Option("--no-hm")] = False,
+    patches: Annotated[int | None, typer.Option("--patches")] = None,
+    positive: Annotated[str | None, typer.Option("--positive")] = None,
+) -> None:
     """Pre-train an ablation variant, fine-tune MGN on CUHK03 from it, print its row beside the
     full model's."""
     from upreid.steps.finetune import ablate_variant
@@ -178,19 +217,26 @@ def ablate(no_cc: Annotated[bool, typer.Option("--no-cc")] = False,
     variant = _ablation_variant(no_cc, no_icc, no_hm, patches, positive)
     rows = ablate_variant(_params(), variant)
     for name, metrics in rows.items():
-        typer.echo(f"{name:>8}: " + "  ".join(f"{k} {metrics.get(k, float('nan')):.1f}"
-                                             for k in ("mAP", "rank1", "rank5")))
+        typer.echo(
+            f"{name:>8}: "
+            + "  ".join(
+                f"{k} {metrics.get(k, float('nan')):.1f}" for k in ("mAP", "rank1", "rank5")
+            )
+        )
 
 
 @app.command()
 @user_errors
-def finetune(method: Annotated[Method, typer.Option()] = Method.bot,
-             dataset: Annotated[Dataset, typer.Option()] = Dataset.market1501,
-             init: Annotated[str, typer.Option(
-                 help="scratch, insup, moco, upreid, a variant, or a weights file (a path)")]
-             = "upreid",
-             seed: Annotated[int | None, typer.Option()] = None,
-             data: Annotated[Path | None, typer.Option(help="dataset folder")] = None) -> None:
+def finetune(
+    method: Annotated[Method, typer.Option()] = Method.bot,
+    dataset: Annotated[Dataset, typer.Option()] = Dataset.market1501,
+    init: Annotated[
+        str,
+        typer.Option(help="scratch, insup, moco, upreid, a variant, or a weights file (a path)"),
+    ] = "upreid",
+    seed: Annotated[int | None, typer.Option()] = None,
+    data: Annotated[Path | None, typer.Option(help="dataset folder")] = None,
+) -> None:
     """Fine-tune one supervised method from one initialisation."""
     from upreid.experiments import FinetuneRun
     from upreid.steps.finetune import finetune_many
@@ -200,17 +246,20 @@ def finetune(method: Annotated[Method, typer.Option()] = Method.bot,
         _fail(f"--seed must be >= 0, got {seed}")
     if init not in ("scratch", "insup", *PRETRAIN_VARIANTS):
         init = f"file:{Path(init).resolve()}"  # a path, taken from the current folder
-    run = FinetuneRun(Method(method).value, Dataset(dataset).value, init,
-                      params.seed if seed is None else seed)
+    run = FinetuneRun(
+        Method(method).value, Dataset(dataset).value, init, params.seed if seed is None else seed
+    )
     metrics = finetune_many(params, [run], data_path=data)[0]
     typer.echo(_table(metrics))
 
 
 @app.command()
 @user_errors
-def adapt(target: Annotated[Dataset, typer.Option()] = Dataset.market1501,
-          source: Annotated[Dataset | None, typer.Option()] = None,
-          init: Annotated[str, typer.Option()] = "upreid") -> None:
+def adapt(
+    target: Annotated[Dataset, typer.Option()] = Dataset.market1501,
+    source: Annotated[Dataset | None, typer.Option()] = None,
+    init: Annotated[str, typer.Option()] = "upreid",
+) -> None:
     """SpCL on a target dataset, optionally with a labeled source (domain adaptation)."""
     from upreid.steps.spcl import adapt_one
 
@@ -220,10 +269,14 @@ def adapt(target: Annotated[Dataset, typer.Option()] = Dataset.market1501,
 
 @app.command("eval")
 @user_errors
-def evaluate(checkpoint: Path, data: Annotated[Path, typer.Option(help="dataset folder")],
-             fmt: Annotated[Format, typer.Option("--format")] = Format.market1501,
-             out: Annotated[Path, typer.Option(help="folder for metrics.json and ranks.png")]
-             = Path("eval_out")) -> None:
+def evaluate(
+    checkpoint: Path,
+    data: Annotated[Path, typer.Option(help="dataset folder")],
+    fmt: Annotated[Format, typer.Option("--format")] = Format.market1501,
+    out: Annotated[Path, typer.Option(help="folder for metrics.json and ranks.png")] = Path(
+        "eval_out"
+    ),
+) -> None:
     """Evaluate a checkpoint on a dataset: metrics table, JSON, and a ranked-list picture."""
     from upreid.steps.inference import evaluate_checkpoint
 
@@ -236,22 +289,28 @@ def evaluate(checkpoint: Path, data: Annotated[Path, typer.Option(help="dataset 
 
 @app.command()
 @user_errors
-def search(checkpoint: Path, query: Annotated[Path, typer.Option(help="query image")],
-           gallery: Annotated[Path, typer.Option(help="folder of gallery images")],
-           topk: Annotated[int, typer.Option(min=1)] = 10) -> None:
+def search(
+    checkpoint: Path,
+    query: Annotated[Path, typer.Option(help="query image")],
+    gallery: Annotated[Path, typer.Option(help="folder of gallery images")],
+    topk: Annotated[int, typer.Option(min=1)] = 10,
+) -> None:
     """The top-k gallery images nearest to one query image."""
     from upreid.steps.inference import search_gallery
 
-    for rank, (path, dist) in enumerate(search_gallery(_params(), checkpoint, query, gallery,
-                                                       topk), start=1):
+    for rank, (path, dist) in enumerate(
+        search_gallery(_params(), checkpoint, query, gallery, topk), start=1
+    ):
         typer.echo(f"{rank:3d}  {dist:.4f}  {path}")
 
 
 @app.command()
 @user_errors
-def explain(checkpoints: Annotated[list[Path], typer.Argument(help="one or more checkpoints")],
-            images: Annotated[list[Path], typer.Option("--images", help="query images")],
-            out: Annotated[Path, typer.Option()] = Path("explain.png")) -> None:
+def explain(
+    checkpoints: Annotated[list[Path], typer.Argument(help="one or more checkpoints")],
+    images: Annotated[list[Path], typer.Option("--images", help="query images")],
+    out: Annotated[Path, typer.Option()] = Path("explain.png"),
+) -> None:
     """Feature-response maps of each checkpoint's trunk over a few images (Figure 8)."""
     from upreid.pipeline import runtime_of
     from upreid.steps.inference import explain_checkpoints
@@ -266,9 +325,11 @@ class ExportFormat(str, Enum):
 
 @app.command()
 @user_errors
-def export(checkpoint: Path,
-           fmt: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.onnx,
-           out: Annotated[Path | None, typer.Option(help="output file")] = None) -> None:
+def export(
+    checkpoint: Path,
+    fmt: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.onnx,
+    out: Annotated[Path | None, typer.Option(help="output file")] = None,
+) -> None:
     """Export a checkpoint's embedding model (images in, L2-normalised features out)."""
     from upreid.export import export as run
 

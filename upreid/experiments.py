@@ -59,7 +59,7 @@ class FinetuneRun:
         """The init as a name: itself, or ``file-<stem>-<hash>`` for ``file:PATH``."""
         if not self.init.startswith(FILE_PREFIX):
             return self.init
-        path = self.init[len(FILE_PREFIX):]
+        path = self.init[len(FILE_PREFIX) :]
         tag = hashlib.sha256(path.encode()).hexdigest()[:8]
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem)[:40]
         return f"file-{stem}-{tag}"
@@ -76,8 +76,9 @@ class FinetuneRun:
 def pretrain_variant(params: PretrainParams, variant: str) -> PretrainParams:
     """``params`` with the overrides of ``variant``."""
     if variant not in PRETRAIN_VARIANTS:
-        raise ValueError(f"unknown pre-training variant {variant!r}; "
-                         f"valid are {list(PRETRAIN_VARIANTS)}")
+        raise ValueError(
+            f"unknown pre-training variant {variant!r}; valid are {list(PRETRAIN_VARIANTS)}"
+        )
     return dataclasses.replace(params, **PRETRAIN_VARIANTS[variant])
 
 
@@ -91,19 +92,25 @@ def init_kind(init: str) -> str:
         return init
     if init in PRETRAIN_VARIANTS:
         return "upreid"
-    raise ValueError(f"unknown init {init!r}; valid are scratch, insup, "
-                     f"{list(PRETRAIN_VARIANTS)} or file:PATH")
+    raise ValueError(
+        f"unknown init {init!r}; valid are scratch, insup, {list(PRETRAIN_VARIANTS)} or file:PATH"
+    )
 
 
 def finetune_runs(params: Params, method: str, dataset: str) -> list[FinetuneRun]:
     """Every run of one fine-tuning stage, in order."""
     if (method, dataset) not in FINETUNE_STAGES:
-        raise ValueError(f"unknown fine-tuning stage {method}/{dataset}; valid are "
-                         f"{['/'.join(s) for s in FINETUNE_STAGES]}")
+        raise ValueError(
+            f"unknown fine-tuning stage {method}/{dataset}; valid are "
+            f"{['/'.join(s) for s in FINETUNE_STAGES]}"
+        )
     headline = (method, dataset) in HEADLINE
-    runs = [FinetuneRun(method, dataset, init, params.seed + s)
-            for s in range(params.pipeline.headline_seeds if headline else 1)
-            for init in params.pipeline.inits if s == 0 or init not in ("scratch", "insup")]
+    runs = [
+        FinetuneRun(method, dataset, init, params.seed + s)
+        for s in range(params.pipeline.headline_seeds if headline else 1)
+        for init in params.pipeline.inits
+        if s == 0 or init not in ("scratch", "insup")
+    ]
     if (method, dataset) == ABLATION_STAGE:
         runs += [FinetuneRun(method, dataset, v, params.seed) for v in ABLATION_VARIANTS]
     return runs

@@ -41,8 +41,14 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str) -> Path:
         if fmt == "torchscript":
             torch.jit.trace(model, example).save(str(tmp))
         else:
-            torch.onnx.export(model, (example,), str(tmp), input_names=["images"],
-                              output_names=["embeddings"], dynamo=False,
-                              dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}})
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                input_names=["images"],
+                output_names=["embeddings"],
+                dynamo=False,
+                dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
+            )
     tmp.replace(out)
     return out

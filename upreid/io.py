@@ -62,6 +62,7 @@ class _ErrorKeepingWriter:
 def atomic_torch_save(path: str | Path, obj: Any) -> None:
     """``torch.save`` atomically, streamed to the temp file (no in-memory copy of a large
     checkpoint); a failed write raises its ``OSError``."""
+
     def write(fh: BinaryIO) -> None:
         writer = _ErrorKeepingWriter(fh)
         try:
@@ -77,10 +78,21 @@ def atomic_torch_save(path: str | Path, obj: Any) -> None:
 def git_commit(cwd: str | Path | None = None) -> str:
     """The current commit (``-dirty`` appended if the tree has changes), or ``unknown``."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -137,8 +137,12 @@ class SynthSetParams:
     distractors: int  # gallery images of pid 0 (Market-style layouts only)
 
     def __post_init__(self) -> None:
-        _positive("data", train_identities=self.train_identities,
-                  test_identities=self.test_identities, cameras=self.cameras)
+        _positive(
+            "data",
+            train_identities=self.train_identities,
+            test_identities=self.test_identities,
+            cameras=self.cameras,
+        )
         _non_negative("data", distractors=self.distractors)
 
 
@@ -212,16 +216,32 @@ class PretrainParams:
 
     def __post_init__(self) -> None:
         where = "pretrain"
-        _positive(where, height=self.height, width=self.width, batch_size=self.batch_size,
-                  epochs=self.epochs, lr=self.lr, queue_size=self.queue_size, dim=self.dim,
-                  hidden_dim=self.hidden_dim, bn_splits=self.bn_splits,
-                  temperature_global=self.temperature_global,
-                  temperature_patch=self.temperature_patch,
-                  temperature_consistency=self.temperature_consistency)
-        _non_negative(where, weight_decay=self.weight_decay, momentum=self.momentum,
-                      warmup_epochs=self.warmup_epochs, lambda_global=self.lambda_global,
-                      lambda_patch=self.lambda_patch, lambda_cc=self.lambda_cc,
-                      workers=self.workers, checkpoint_every_steps=self.checkpoint_every_steps)
+        _positive(
+            where,
+            height=self.height,
+            width=self.width,
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            lr=self.lr,
+            queue_size=self.queue_size,
+            dim=self.dim,
+            hidden_dim=self.hidden_dim,
+            bn_splits=self.bn_splits,
+            temperature_global=self.temperature_global,
+            temperature_patch=self.temperature_patch,
+            temperature_consistency=self.temperature_consistency,
+        )
+        _non_negative(
+            where,
+            weight_decay=self.weight_decay,
+            momentum=self.momentum,
+            warmup_epochs=self.warmup_epochs,
+            lambda_global=self.lambda_global,
+            lambda_patch=self.lambda_patch,
+            lambda_cc=self.lambda_cc,
+            workers=self.workers,
+            checkpoint_every_steps=self.checkpoint_every_steps,
+        )
         if not 0 <= self.ema_momentum < 1:
             raise ParamsError(f"{where}.ema_momentum must be in [0, 1), got {self.ema_momentum}")
         if self.patches < 2 or self.patches % 2:
@@ -248,10 +268,24 @@ class MethodParams:
 
     def __post_init__(self) -> None:
         where = "finetune"
-        _positive(where, height=self.height, width=self.width, epochs=self.epochs, lr=self.lr,
-                  p=self.p, k=self.k, eval_every=self.eval_every, gamma=self.gamma)
-        _non_negative(where, weight_decay=self.weight_decay, margin=self.margin,
-                      warmup_epochs=self.warmup_epochs, label_smoothing=self.label_smoothing)
+        _positive(
+            where,
+            height=self.height,
+            width=self.width,
+            epochs=self.epochs,
+            lr=self.lr,
+            p=self.p,
+            k=self.k,
+            eval_every=self.eval_every,
+            gamma=self.gamma,
+        )
+        _non_negative(
+            where,
+            weight_decay=self.weight_decay,
+            margin=self.margin,
+            warmup_epochs=self.warmup_epochs,
+            label_smoothing=self.label_smoothing,
+        )
 
 
 @dataclass(frozen=True)
@@ -295,14 +329,25 @@ class SpclParams:
     eval_every: int
 
     def __post_init__(self) -> None:
-        _positive("spcl", height=self.height, width=self.width, epochs=self.epochs,
-                  iters_per_epoch=self.iters_per_epoch, lr=self.lr, batch_size=self.batch_size,
-                  k=self.k, temperature=self.temperature, eps=self.eps, k1=self.k1, k2=self.k2,
-                  min_samples=self.min_samples, eval_every=self.eval_every)
+        _positive(
+            "spcl",
+            height=self.height,
+            width=self.width,
+            epochs=self.epochs,
+            iters_per_epoch=self.iters_per_epoch,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            k=self.k,
+            temperature=self.temperature,
+            eps=self.eps,
+            k1=self.k1,
+            k2=self.k2,
+            min_samples=self.min_samples,
+            eval_every=self.eval_every,
+        )
         _non_negative("spcl", weight_decay=self.weight_decay, eps_gap=self.eps_gap)
         if not 0 <= self.memory_momentum < 1:
-            raise ParamsError(f"spcl.memory_momentum must be in [0, 1), got "
-                              f"{self.memory_momentum}")
+            raise ParamsError(f"spcl.memory_momentum must be in [0, 1), got {self.memory_momentum}")
 
 
 @dataclass(frozen=True)
@@ -319,8 +364,13 @@ class EvalParams:
     chunk: int  # queries per chunk in the metric computation
 
     def __post_init__(self) -> None:
-        _positive("eval", batch_size=self.batch_size, chunk=self.chunk,
-                  rerank_k1=self.rerank_k1, rerank_k2=self.rerank_k2)
+        _positive(
+            "eval",
+            batch_size=self.batch_size,
+            chunk=self.chunk,
+            rerank_k1=self.rerank_k1,
+            rerank_k2=self.rerank_k2,
+        )
         if not 0 <= self.rerank_lambda <= 1:
             raise ParamsError(f"eval.rerank_lambda must be in [0, 1], got {self.rerank_lambda}")
 
@@ -335,10 +385,10 @@ class RuntimeParams:
 
     def __post_init__(self) -> None:
         ok = self.device in ("auto", "cpu", "cuda") or (
-            self.device.startswith("cuda:") and self.device[5:].isdigit())
+            self.device.startswith("cuda:") and self.device[5:].isdigit()
+        )
         if not ok:
-            raise ParamsError(f"runtime.device: {self.device!r} is not auto, cpu, cuda or "
-                              "cuda:N")
+            raise ParamsError(f"runtime.device: {self.device!r} is not auto, cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True)
@@ -445,15 +495,17 @@ def apply_overrides(resolved: dict[str, Any], overrides: list[str]) -> dict[str,
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ParamsError(f"override {item!r}: expected key.path=value, e.g. "
-                              "finetune.bot.lr=0.002")
+            raise ParamsError(
+                f"override {item!r}: expected key.path=value, e.g. finetune.bot.lr=0.002"
+            )
         node, parts = out, key.split(".")
         for i, part in enumerate(parts):
             if not isinstance(node, dict) or part not in node:
                 where = ".".join(parts[:i]) or "params"
                 valid = sorted(node) if isinstance(node, dict) else []
-                raise ParamsError(f"override {key}: {where} has no key {part!r}; valid keys are "
-                                  f"{valid}")
+                raise ParamsError(
+                    f"override {key}: {where} has no key {part!r}; valid keys are {valid}"
+                )
             if i < len(parts) - 1:
                 node = node[part]
         try:
@@ -463,25 +515,28 @@ def apply_overrides(resolved: dict[str, Any], overrides: list[str]) -> dict[str,
     return out
 
 
-def parse(raw: Mapping[str, Any], profile: str | None = None,
-          overrides: list[str] | None = None) -> Params:
+def parse(
+    raw: Mapping[str, Any], profile: str | None = None, overrides: list[str] | None = None
+) -> Params:
     """Build :class:`Params` from a parsed ``params.yaml`` mapping, with ``overrides``
     (``key.path=value``) laid over the chosen profile's values."""
     resolved = resolve(raw, profile)
     if overrides:
         resolved = apply_overrides(resolved, overrides)
     if resolved["profile"] != "default":  # the base values are checked too, not only the
-        parse(raw, "default")              # ones this profile keeps
+        parse(raw, "default")  # ones this profile keeps
     seed = _convert(resolved["seed"], int, "seed")
     if seed < 0:
         raise ParamsError(f"seed must be >= 0, got {seed}")
-    sections = {name: from_mapping(cls, resolved[name] or {}, name)
-                for name, cls in SECTIONS.items()}
+    sections = {
+        name: from_mapping(cls, resolved[name] or {}, name) for name, cls in SECTIONS.items()
+    }
     return Params(profile=resolved["profile"], seed=seed, raw=resolved, **sections)
 
 
-def load_params(path: str | Path = "params.yaml", profile: str | None = None,
-                overrides: list[str] | None = None) -> Params:
+def load_params(
+    path: str | Path = "params.yaml", profile: str | None = None, overrides: list[str] | None = None
+) -> Params:
     """Read, merge and validate ``path``; ``profile`` overrides the file's ``profile`` key and
     ``overrides`` (``key.path=value``, as ``upreid -S``) single values.
     Relative paths in it (``data.root``, weights files, the store, the outputs) are taken
@@ -495,8 +550,9 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None,
         except yaml.YAMLError as err:
             where = getattr(err, "problem_mark", None)
             line = f" line {where.line + 1}" if where is not None else ""
-            raise ParamsError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})"
-                              ) from err
+            raise ParamsError(
+                f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})"
+            ) from err
     if not isinstance(raw, Mapping):
         raise ParamsError(f"{path}: expected a mapping at the top level")
     return dataclasses.replace(parse(raw, profile, overrides), root=path.resolve().parent)

@@ -80,8 +80,10 @@ def runtime_of(params: Params) -> Runtime:
 
 def manifest_digest(paths: Paths) -> str:
     if not paths.manifest.is_file():
-        raise FileNotFoundError(f"{paths.manifest} not found: run the data stage first "
-                                "(dvc repro data, or upreid data synth)")
+        raise FileNotFoundError(
+            f"{paths.manifest} not found: run the data stage first "
+            "(dvc repro data, or upreid data synth)"
+        )
     return file_digest(paths.manifest)
 
 
@@ -96,7 +98,7 @@ def init_weights(params: Params, paths: Paths, init: str) -> str | None:
     if kind == "scratch":
         return None
     if kind == "file":
-        return str(paths.root / init[len(FILE_PREFIX):])  # absolute paths stay as they are
+        return str(paths.root / init[len(FILE_PREFIX) :])  # absolute paths stay as they are
     if kind == "insup":
         return str(paths.root / params.finetune.insup_weights)
     return str(paths.backbone(init))
@@ -114,7 +116,7 @@ def spread(params: Params, units: list[Any], do: Callable[[list[Any]], list[Any]
     from upreid.train.distributed import barrier, cleanup, init_distributed
 
     init_distributed(rt, timeout=timedelta(days=7))  # ranks wait for the longest share
-    mine = units[rt.rank::rt.world]
+    mine = units[rt.rank :: rt.world]
     if mine:
         do(mine)
     barrier()
@@ -143,8 +145,13 @@ def where(params: Params, root: str | Path | None = None) -> str:
     """Where the results are and how to browse the runs."""
     paths = Paths(params, root)
     uri = tracking.tracking_uri(paths.root)
-    ui = (f"mlflow ui --backend-store-uri {uri} --port 5000" if uri.startswith("sqlite")
-          else f"open {uri}")
-    return (f"Tables and figures: {paths.reports.resolve() / 'README.md'}\n"
-            f"MLflow runs (experiment upreid-{params.profile}): {ui}  then open "
-            "http://127.0.0.1:5000")
+    ui = (
+        f"mlflow ui --backend-store-uri {uri} --port 5000"
+        if uri.startswith("sqlite")
+        else f"open {uri}"
+    )
+    return (
+        f"Tables and figures: {paths.reports.resolve() / 'README.md'}\n"
+        f"MLflow runs (experiment upreid-{params.profile}): {ui}  then open "
+        "http://127.0.0.1:5000"
+    )

@@ -42,17 +42,20 @@ class Progress:
         elapsed = now - self.start
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in (info or {}).items())
+        extra = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (info or {}).items()
+        )
         eta_s = format_seconds(eta) if eta == eta else "?"
         pct = 100.0 * self.done / max(1, self.total)
-        return (f"{self.desc}: {self.done}/{self.total} ({pct:.0f}%) "
-                f"{rate:.1f} {self.unit}/s elapsed {format_seconds(elapsed)} eta {eta_s} {extra}"
-                ).rstrip()
+        return (
+            f"{self.desc}: {self.done}/{self.total} ({pct:.0f}%) "
+            f"{rate:.1f} {self.unit}/s elapsed {format_seconds(elapsed)} eta {eta_s} {extra}"
+        ).rstrip()
 
 
-def track(items: Iterable[T], total: int, desc: str, unit: str = "it",
-          every: float = 10.0) -> Iterator[T]:
+def track(
+    items: Iterable[T], total: int, desc: str, unit: str = "it", every: float = 10.0
+) -> Iterator[T]:
     bar = Progress(total, desc, unit, every)
     for item in items:
         yield item
@@ -61,6 +64,9 @@ def track(items: Iterable[T], total: int, desc: str, unit: str = "it",
 
 def setup_logging(level: int = logging.INFO) -> None:
     """Plain timestamped lines on stderr (what DVC and CI logs keep)."""
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )

@@ -44,16 +44,20 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     if spec == "cpu":
         return torch.device("cpu")
     if spec == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else \
-            torch.device("cpu")
+        return (
+            torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        )
     if spec == "cuda" or spec.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise DeviceError(f"runtime.device is {spec!r} but no CUDA device is available; "
-                              "use 'auto' or 'cpu'")
+            raise DeviceError(
+                f"runtime.device is {spec!r} but no CUDA device is available; use 'auto' or 'cpu'"
+            )
         index = local_rank if spec == "cuda" else int(spec.split(":", 1)[1])
         if index >= torch.cuda.device_count():
-            raise DeviceError(f"runtime.device {spec!r}: this machine has "
-                              f"{torch.cuda.device_count()} CUDA device(s)")
+            raise DeviceError(
+                f"runtime.device {spec!r}: this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
         return torch.device(f"cuda:{index}")
     raise DeviceError(f"runtime.device: {spec!r} is not auto, cpu, cuda or cuda:N")
 
@@ -66,7 +70,8 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return torch.backends.mkldnn.is_available() and any(
-        flag in flags for flag in ("amx_bf16", "avx512_bf16"))
+        flag in flags for flag in ("amx_bf16", "avx512_bf16")
+    )
 
 
 def resolve_precision(spec: str, device: torch.device) -> Precision:
@@ -111,8 +116,9 @@ class Runtime:
 
     def autocast(self) -> AbstractContextManager[Any]:
         """bfloat16 autocast on this device when the precision is bf16, else a no-op."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.precision == "bf16")
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        )
 
     def images(self, x: Tensor) -> Tensor:
         """A batch of images (B, 3, H, W) on the device, in the memory format."""
@@ -131,8 +137,9 @@ class Runtime:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
 
-    def embedder(self, model: nn.Module, output: Callable[[Any], Tensor] | None = None
-                 ) -> Callable[[Tensor], Tensor]:
+    def embedder(
+        self, model: nn.Module, output: Callable[[Any], Tensor] | None = None
+    ) -> Callable[[Tensor], Tensor]:
         """``(B, 3, H, W) -> (B, E)`` float32 features of ``model`` in eval mode, computed on the
         device; ``output`` picks the feature from the model's output (default: the output)."""
         model.eval()
@@ -146,10 +153,14 @@ class Runtime:
 
     def describe(self) -> dict[str, Any]:
         """What ran where, for the run's params and logs."""
-        name = (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
-                else "cpu")
-        return {"device": str(self.device), "device_name": name, "precision": self.precision,
-                "channels_last": self.channels_last, "world": self.world}
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        return {
+            "device": str(self.device),
+            "device_name": name,
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "world": self.world,
+        }
 
 
 CPU = Runtime(torch.device("cpu"))  # one process on the CPU in fp32: the library's default
@@ -164,8 +175,7 @@ def build_runtime(device: str, precision: str, channels_last: bool) -> Runtime:
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    return Runtime(dev, resolve_precision(precision, dev), channels_last, rank, world,
-                   local_rank)
+    return Runtime(dev, resolve_precision(precision, dev), channels_last, rank, world, local_rank)
 
 
 def full_precision(fn: F) -> F:
@@ -179,8 +189,9 @@ def full_precision(fn: F) -> F:
 
         args = tuple(up(a) for a in args)
         kwargs = {k: up(v) for k, v in kwargs.items()}
-        device = next((a.device.type for a in (*args, *kwargs.values())
-                       if isinstance(a, Tensor)), "cpu")
+        device = next(
+            (a.device.type for a in (*args, *kwargs.values()) if isinstance(a, Tensor)), "cpu"
+        )
         with torch.autocast(device, enabled=False):
             return fn(*args, **kwargs)
 

@@ -48,7 +48,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as err:
         raise TrackingError(
             f"MLflow server {uri} is unreachable ({err}); start it, or unset "
-            "MLFLOW_TRACKING_URI to use the local store mlflow.db") from err
+            "MLFLOW_TRACKING_URI to use the local store mlflow.db"
+        ) from err
 
 
 def _client(uri: str) -> Any:
@@ -78,9 +79,11 @@ def _pipeline_run(client: Any, exp_id: str, profile: str, commit: str) -> str:
     found = client.search_runs([exp_id], f"tags.`{TAG}pipeline` = '{key}'", max_results=1)
     if found:
         return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=f"pipeline {key}",
-                            tags={f"{TAG}pipeline": key, f"{TAG}profile": profile,
-                                  f"{TAG}commit": commit})
+    run = client.create_run(
+        exp_id,
+        run_name=f"pipeline {key}",
+        tags={f"{TAG}pipeline": key, f"{TAG}profile": profile, f"{TAG}commit": commit},
+    )
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
 
@@ -113,8 +116,11 @@ class StageRun:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        self._buffer += [Metric(k, float(v), stamp, int(step)) for k, v in metrics.items()
-                         if isinstance(v, int | float)]
+        self._buffer += [
+            Metric(k, float(v), stamp, int(step))
+            for k, v in metrics.items()
+            if isinstance(v, int | float)
+        ]
         if time.monotonic() - self._last_flush > self.flush_every or len(self._buffer) > 900:
             self.flush()
 
@@ -126,8 +132,11 @@ class StageRun:
                 self.client.log_batch(self.run_id, metrics=batch)
             except Exception as err:  # a remote store that went away: keep training
                 self._broken = True
-                log.error("MLflow logging failed (%s); training goes on, metrics stay in the "
-                          "stage's own files", err)
+                log.error(
+                    "MLflow logging failed (%s); training goes on, metrics stay in the "
+                    "stage's own files",
+                    err,
+                )
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         for key, value in tags.items():
@@ -142,23 +151,35 @@ class StageRun:
 
 
 @contextmanager
-def stage_run(key: str, *, profile: str, params: Mapping[str, Any], tags: Mapping[str, Any],
-              commit: str, root: str | Path = ".") -> Iterator[StageRun]:
+def stage_run(
+    key: str,
+    *,
+    profile: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, Any],
+    commit: str,
+    root: str | Path = ".",
+) -> Iterator[StageRun]:
     """A run named ``key`` nested under the pipeline run; FAILED if the body raises."""
     uri = tracking_uri(root)
     check_reachable(uri)
     client = _client(uri)
     exp_id = _experiment_id(client, profile)
     parent = _pipeline_run(client, exp_id, profile, commit)
-    all_tags = {"mlflow.parentRunId": parent, f"{TAG}key": key, f"{TAG}stage": key.split("/")[0],
-                f"{TAG}profile": profile, f"{TAG}commit": commit,
-                **{f"{TAG}{k}": str(v) for k, v in tags.items()}}
+    all_tags = {
+        "mlflow.parentRunId": parent,
+        f"{TAG}key": key,
+        f"{TAG}stage": key.split("/")[0],
+        f"{TAG}profile": profile,
+        f"{TAG}commit": commit,
+        **{f"{TAG}{k}": str(v) for k, v in tags.items()},
+    }
     run = client.create_run(exp_id, run_name=key, tags=all_tags)
     from mlflow.entities import Param
 
     flat = [Param(k, v) for k, v in flatten(params).items()]
     for i in range(0, len(flat), 90):
-        client.log_batch(run.info.run_id, params=flat[i:i + 90])
+        client.log_batch(run.info.run_id, params=flat[i : i + 90])
     stage = StageRun(client, run.info.run_id)
     try:
         yield stage
@@ -190,14 +211,23 @@ def latest_runs(profile: str, root: str | Path = ".") -> dict[str, RunRecord]:
     out: dict[str, RunRecord] = {}
     token = None
     while True:
-        page = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
-                                  order_by=["attributes.start_time DESC"], max_results=1000,
-                                  page_token=token)
+        page = client.search_runs(
+            [exp.experiment_id],
+            "attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1000,
+            page_token=token,
+        )
         for run in page:
             key = run.data.tags.get(f"{TAG}key")
             if key and key not in out:
-                out[key] = RunRecord(key, run.info.run_id, dict(run.data.tags),
-                                     dict(run.data.metrics), dict(run.data.params))
+                out[key] = RunRecord(
+                    key,
+                    run.info.run_id,
+                    dict(run.data.tags),
+                    dict(run.data.metrics),
+                    dict(run.data.params),
+                )
         token = page.token
         if not token:
             return out
@@ -213,7 +243,9 @@ def find_run(profile: str, key: str, input_hash: str, root: str | Path = ".") ->
     runs = client.search_runs(
         [exp.experiment_id],
         f"tags.`{TAG}key` = '{key}' and tags.`{TAG}input_hash` = '{input_hash}' "
-        "and attributes.status = 'FINISHED'", max_results=1)
+        "and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
     return runs[0].info.run_id if runs else None
 
 
@@ -224,8 +256,9 @@ def end_killed(profile: str, key: str, root: str | Path = ".") -> int:
     exp = client.get_experiment_by_name(f"{EXPERIMENT_PREFIX}-{profile}")
     if exp is None:
         return 0
-    stale = client.search_runs([exp.experiment_id],
-                               f"tags.`{TAG}key` = '{key}' and attributes.status = 'RUNNING'")
+    stale = client.search_runs(
+        [exp.experiment_id], f"tags.`{TAG}key` = '{key}' and attributes.status = 'RUNNING'"
+    )
     for run in stale:
         client.set_terminated(run.info.run_id, "KILLED")
     return len(stale)

@@ -127,16 +127,24 @@ def _work_once(unit: Unit, work: Work, log_metrics: MetricsFn, commit: str) -> d
     metrics = work(folder, on_metrics)
     atomic_write_json(folder / LOG, history)
     run_curves(history, folder / "curves.png")
-    atomic_write_json(folder / RESULT, {"input_hash": unit.input_hash, "key": unit.key,
-                                        "metrics": metrics, "commit": commit})
+    atomic_write_json(
+        folder / RESULT,
+        {"input_hash": unit.input_hash, "key": unit.key, "metrics": metrics, "commit": commit},
+    )
     if unit.resume_state:
         (folder / unit.resume_state).unlink(missing_ok=True)
     _promote(unit, folder)
     return metrics
 
 
-def run_unit(unit: Unit, work: Work, profile: str, tags: dict[str, Any],
-             solo: bool = False, root: str | Path = ".") -> dict[str, Any]:
+def run_unit(
+    unit: Unit,
+    work: Work,
+    profile: str,
+    tags: dict[str, Any],
+    solo: bool = False,
+    root: str | Path = ".",
+) -> dict[str, Any]:
     """The unit's metrics: reused when done with these inputs, else computed (see the module
     docstring); every finished unit ends as a FINISHED MLflow run (rank 0)."""
     cached = done_result(unit.out, unit.input_hash)
@@ -153,8 +161,9 @@ def run_unit(unit: Unit, work: Work, profile: str, tags: dict[str, Any],
         return _work_once(unit, work, lambda m, s: None, commit)
     if tracking.end_killed(profile, unit.key, root):
         log.info("%s: the run a kill interrupted is marked KILLED", unit.key)
-    with tracking.stage_run(unit.key, profile=profile, params=unit.params, tags=tags,
-                            commit=commit, root=root) as run:
+    with tracking.stage_run(
+        unit.key, profile=profile, params=unit.params, tags=tags, commit=commit, root=root
+    ) as run:
         if cached is None:
             metrics = _work_once(unit, work, run.log_metrics, commit)
         else:
@@ -162,8 +171,9 @@ def run_unit(unit: Unit, work: Work, profile: str, tags: dict[str, Any],
             for row in json.loads((unit.out / LOG).read_text()):
                 step = row.pop("step")
                 run.log_metrics(row, step)
-        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)},
-                        _final_step(unit.out))
+        run.log_metrics(
+            {k: v for k, v in metrics.items() if isinstance(v, int | float)}, _final_step(unit.out)
+        )
         for name in (RESULT, LOG, "curves.png", *unit.artifacts):
             run.log_artifact(unit.out / name)
     return metrics

@@ -36,13 +36,22 @@ def _market(root: Path, names: dict[str, list[str]]) -> None:
 
 
 def test_market_conventions(tmp_path: Path) -> None:
-    _market(tmp_path, {
-        "bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c3s1_000551_01.jpg",
-                               "0007_c2s3_070952_01.jpg"],
-        "query": ["0001_c1s1_001051_00.jpg"],
-        "bounding_box_test": ["0001_c6s1_009601_01.jpg", "0000_c2s1_000000_01.jpg",
-                              "-1_c1s1_000401_03.jpg"],
-    })
+    _market(
+        tmp_path,
+        {
+            "bounding_box_train": [
+                "0002_c1s1_000451_03.jpg",
+                "0002_c3s1_000551_01.jpg",
+                "0007_c2s3_070952_01.jpg",
+            ],
+            "query": ["0001_c1s1_001051_00.jpg"],
+            "bounding_box_test": [
+                "0001_c6s1_009601_01.jpg",
+                "0000_c2s1_000000_01.jpg",
+                "-1_c1s1_000401_03.jpg",
+            ],
+        },
+    )
     data = read_market1501(tmp_path)
     assert sorted((r.pid, r.camid) for r in data.train) == [(2, 0), (2, 2), (7, 1)]
     assert [(r.pid, r.camid) for r in data.query] == [(1, 0)]
@@ -71,8 +80,10 @@ def test_cuhk03_modes_and_personx_cameras(tmp_path: Path) -> None:
     assert read_cuhk03(tmp_path / "cuhk", mode="detected").train[0].pid == 3
     with pytest.raises(DatasetLayoutError, match="labeled"):
         read_cuhk03(tmp_path / "nothing")
-    _market(tmp_path / "px", {"bounding_box_train": ["0001_c3s1_000001_00.jpg",
-                                                     "0001_c12s1_000002_00.jpg"]})
+    _market(
+        tmp_path / "px",
+        {"bounding_box_train": ["0001_c3s1_000001_00.jpg", "0001_c12s1_000002_00.jpg"]},
+    )
     assert sorted(r.camid for r in read_personx(tmp_path / "px").train) == [0, 5]
     _market(tmp_path / "px2", {"bounding_box_train": ["0001_c5s1_000001_00.jpg"]})
     with pytest.raises(DatasetLayoutError, match="unknown camera c5"):
@@ -123,8 +134,9 @@ def test_pool_lmdb_and_folder(tmp_path: Path) -> None:
 
 
 def test_corrupt_and_empty_images_are_skipped_and_counted(tmp_path: Path) -> None:
-    _market(tmp_path, {"bounding_box_train": ["0001_c1s1_000001_00.jpg",
-                                              "0001_c2s1_000002_00.jpg"]})
+    _market(
+        tmp_path, {"bounding_box_train": ["0001_c1s1_000001_00.jpg", "0001_c2s1_000002_00.jpg"]}
+    )
     good = tmp_path / "bounding_box_train" / "0001_c1s1_000001_00.jpg"
     truncated = tmp_path / "bounding_box_train" / "0002_c1s1_000003_00.jpg"
     truncated.write_bytes(good.read_bytes()[:40])
@@ -159,8 +171,10 @@ def test_image_cache_returns_the_decoded_image_within_its_budget(tmp_path: Path)
     with pytest.raises(BadImage):  # nor is a bad file cached as good
         ImageCache(1).read(str(tmp_path / "missing.png"))
     # drop_bad_records fills the cache that the dataset then reads from
-    _market(tmp_path / "m", {"bounding_box_train": ["0001_c1s1_000001_00.jpg",
-                                                   "0001_c2s1_000002_00.jpg"]})
+    _market(
+        tmp_path / "m",
+        {"bounding_box_train": ["0001_c1s1_000001_00.jpg", "0001_c2s1_000002_00.jpg"]},
+    )
     records = read_market1501(tmp_path / "m").train
     shared = ImageCache(1)
     kept, _ = drop_bad_records(records, shared)

@@ -20,9 +20,13 @@ def _tiny():
     data = load_params(ROOT / "params.yaml", "quick").data
     small = {"train_identities": 4, "test_identities": 3, "distractors": 2}
     return dataclasses.replace(
-        data, pool=dataclasses.replace(data.pool, identities=6),
-        **{n: dataclasses.replace(getattr(data, n), **small)
-           for n in ("market1501", "cuhk03", "msmt17", "personx")})
+        data,
+        pool=dataclasses.replace(data.pool, identities=6),
+        **{
+            n: dataclasses.replace(getattr(data, n), **small)
+            for n in ("market1501", "cuhk03", "msmt17", "personx")
+        },
+    )
 
 
 def _tree_digest(root: Path) -> str:

@@ -23,7 +23,7 @@ def image() -> Image.Image:
 
 def _half_black_half_white(height: int = H, width: int = W) -> Image.Image:
     arr = np.zeros((height, width, 3), dtype=np.uint8)
-    arr[:, width // 2:] = 255
+    arr[:, width // 2 :] = 255
     return Image.fromarray(arr)
 
 
@@ -33,8 +33,11 @@ def _erased(x: torch.Tensor) -> torch.Tensor:
 
 
 def _all_transforms() -> dict[str, v2.Compose]:
-    return {"test": T.test_transform(H, W), "train": T.train_transform(H, W),
-            "pretrain": T.pretrain_augment(H, W)}
+    return {
+        "test": T.test_transform(H, W),
+        "train": T.train_transform(H, W),
+        "pretrain": T.pretrain_augment(H, W),
+    }
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
@@ -80,14 +83,18 @@ def _padded_crops(base: torch.Tensor, pad: int) -> list[tuple[bool, int, int, to
     out = []
     for flip in (False, True):
         padded = (-MEAN / STD).expand(3, h + 2 * pad, w + 2 * pad).clone()
-        padded[:, pad:pad + h, pad:pad + w] = base.flip(-1) if flip else base
-        out += [(flip, top, left, padded[:, top:top + h, left:left + w])
-                for top in range(2 * pad + 1) for left in range(2 * pad + 1)]
+        padded[:, pad : pad + h, pad : pad + w] = base.flip(-1) if flip else base
+        out += [
+            (flip, top, left, padded[:, top : top + h, left : left + w])
+            for top in range(2 * pad + 1)
+            for left in range(2 * pad + 1)
+        ]
     return out
 
 
 def test_train_transform_is_a_maybe_flipped_shifted_crop_of_the_padded_image(
-        image: Image.Image) -> None:
+    image: Image.Image,
+) -> None:
     pad = max(1, round(10 * H / 256))
     crops = _padded_crops(T.test_transform(H, W)(image), pad)
     seen_flip, seen_offsets = set(), set()
@@ -108,7 +115,7 @@ def test_train_flip_and_erasing_happen_about_half_the_time() -> None:
     f = T.train_transform(H, W)
     torch.manual_seed(0)
     outs = [f(img) for _ in range(300)]
-    flipped = [float(x[0, :, : W // 2].mean()) > float(x[0, :, W // 2:].mean()) for x in outs]
+    flipped = [float(x[0, :, : W // 2].mean()) > float(x[0, :, W // 2 :].mean()) for x in outs]
     erased = [bool(_erased(x).any()) for x in outs]
     assert 0.38 < np.mean(flipped) < 0.62
     assert 0.38 < np.mean(erased) < 0.62

@@ -34,8 +34,16 @@ def mean_colour(x: torch.Tensor) -> torch.Tensor:
 
 
 def params(**over: object) -> EvalParams:
-    base = dict(metric="cosine", rerank=False, rerank_k1=4, rerank_k2=2, rerank_lambda=0.3,
-                flip=False, batch_size=3, chunk=4)
+    base = dict(
+        metric="cosine",
+        rerank=False,
+        rerank_k1=4,
+        rerank_k2=2,
+        rerank_lambda=0.3,
+        flip=False,
+        batch_size=3,
+        chunk=4,
+    )
     return EvalParams(**{**base, **over})  # type: ignore[arg-type]
 
 
@@ -53,8 +61,9 @@ def data(tmp_path: Path) -> ReIDData:
         for cam in range(2):
             name = f"{pid:04d}_c{cam + 1}s1_{{:06d}}_00.jpg"
             query.append(Record(write(tmp_path / "query" / name.format(1), colour), pid, cam))
-            gallery.append(Record(write(tmp_path / "bounding_box_test" / name.format(2), colour),
-                                  pid, cam))
+            gallery.append(
+                Record(write(tmp_path / "bounding_box_test" / name.format(2), colour), pid, cam)
+            )
     return ReIDData("tiny", (), tuple(query), tuple(gallery))
 
 
@@ -67,8 +76,9 @@ def test_extract_features_normalised(data: ReIDData) -> None:
 
 
 def test_evaluate_perfect_ranking(data: ReIDData) -> None:
-    metrics, distmat, query, gallery = evaluate_with_distances(mean_colour, data, params(),
-                                                               HEIGHT, WIDTH)
+    metrics, distmat, query, gallery = evaluate_with_distances(
+        mean_colour, data, params(), HEIGHT, WIDTH
+    )
     assert metrics["mAP"] == pytest.approx(100.0)
     assert metrics["rank1"] == pytest.approx(100.0)
     assert metrics["valid_queries"] == 8 and metrics["skipped_images"] == 0
@@ -101,8 +111,9 @@ def test_corrupt_gallery_image_skipped(data: ReIDData, tmp_path: Path) -> None:
     bad.write_bytes(b"not a jpeg")
     gallery = (*data.gallery[:3], Record(str(bad), 1, 1), *data.gallery[3:])
     broken = ReIDData("tiny", (), data.query, gallery)
-    metrics, distmat, _, kept = evaluate_with_distances(mean_colour, broken, params(),
-                                                        HEIGHT, WIDTH)
+    metrics, distmat, _, kept = evaluate_with_distances(
+        mean_colour, broken, params(), HEIGHT, WIDTH
+    )
     assert metrics["skipped_images"] == 1
     assert metrics["mAP"] == pytest.approx(100.0)
     assert kept == list(data.gallery) and distmat.shape == (8, 8)
@@ -123,8 +134,9 @@ def test_ranked_list_png_colours(data: ReIDData, tmp_path: Path) -> None:
     # query 7 (pid 4, cam 1): junk (gallery 7) nearest, then a wrong pid
     distmat[7, 7], distmat[7, 2] = 0.0, 0.1
     thumb = (20, 40)
-    out = ranked_list_png(distmat, query, gallery, tmp_path / "fig" / "ranks.png",
-                          num_queries=2, topk=3, thumb=thumb)
+    out = ranked_list_png(
+        distmat, query, gallery, tmp_path / "fig" / "ranks.png", num_queries=2, topk=3, thumb=thumb
+    )
     img = Image.open(out).convert("RGB")
     row_height = thumb[1] + 2 * BORDER + LABEL + GAP
     assert img.size == (cell_origin(4, 0, thumb)[0], GAP + 2 * row_height)

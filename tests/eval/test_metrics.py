@@ -11,12 +11,20 @@ from upreid.eval.metrics import evaluate_ranking, pairwise_distance, reference_e
 CHUNKS = (1, 2, 7, 512)
 
 
-def _both(dist: list[list[float]], q_pids: list[int], g_pids: list[int], q_cams: list[int],
-          g_cams: list[int], **kw: int) -> list[dict[str, float | int]]:
+def _both(
+    dist: list[list[float]],
+    q_pids: list[int],
+    g_pids: list[int],
+    q_cams: list[int],
+    g_cams: list[int],
+    **kw: int,
+) -> list[dict[str, float | int]]:
     """Results of every chunk size of the vectorised evaluator, then of the reference."""
     arr = np.asarray(dist, dtype=np.float32)
-    out = [evaluate_ranking(torch.from_numpy(arr), q_pids, g_pids, q_cams, g_cams, chunk=c, **kw)
-           for c in CHUNKS]
+    out = [
+        evaluate_ranking(torch.from_numpy(arr), q_pids, g_pids, q_cams, g_cams, chunk=c, **kw)
+        for c in CHUNKS
+    ]
     return [*out, reference_evaluate(arr, q_pids, g_pids, q_cams, g_cams, **kw)]
 
 
@@ -102,8 +110,9 @@ def test_cosine_and_euclidean_rank_alike() -> None:
     q, g = torch.nn.functional.normalize(qf, dim=1), torch.nn.functional.normalize(gf, dim=1)
     assert torch.allclose(euc, torch.cdist(q, g) ** 2, atol=1e-5)
     assert torch.allclose(cos, 1 - q @ g.T, atol=1e-6)
-    assert torch.equal(torch.sort(cos, dim=1, stable=True).indices,
-                       torch.sort(euc, dim=1, stable=True).indices)
+    assert torch.equal(
+        torch.sort(cos, dim=1, stable=True).indices, torch.sort(euc, dim=1, stable=True).indices
+    )
     labels = (torch.arange(8) % 3, torch.arange(40) % 3, torch.zeros(8), torch.ones(40))
     assert evaluate_ranking(cos, *labels) == evaluate_ranking(euc, *labels)
 

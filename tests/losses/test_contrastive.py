@@ -35,8 +35,9 @@ def _naive_info_nce(q, k, queue, tau):
 @pytest.mark.parametrize("tau", [0.07, 0.1, 0.5])
 def test_info_nce_matches_naive(tau: float) -> None:
     q, k, queue = _unit(5, 8, seed=1), _unit(5, 8, seed=2), _unit(11, 8, seed=3)
-    assert info_nce(q, k, queue, tau).item() == pytest.approx(_naive_info_nce(q, k, queue, tau),
-                                                              rel=1e-5)
+    assert info_nce(q, k, queue, tau).item() == pytest.approx(
+        _naive_info_nce(q, k, queue, tau), rel=1e-5
+    )
 
 
 def _naive_patch(q, positives, negatives, tau):

@@ -45,7 +45,15 @@ def test_trunk_has_no_pooling_or_classifier() -> None:
     trunk = build_backbone("resnet18")
     assert not hasattr(trunk, "fc") and not hasattr(trunk, "avgpool")
     assert [name for name, _ in trunk.named_children()] == [
-        "conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+    ]
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])

@@ -16,9 +16,21 @@ def _model(**switches: object) -> UPReID:
     kw = dict(cc=True, icc=True, hm=True, patches=4, positive="symmetric")
     kw.update(switches)
     torch.manual_seed(0)
-    return UPReID("resnet18", dim=16, hidden_dim=32, queue_size=24, ema_momentum=0.9,
-                  tau_global=0.1, tau_patch=0.1, tau_cc=0.1, lambda_global=1.0,
-                  lambda_patch=1.0, lambda_cc=1.0, bn_splits=2, **kw)  # type: ignore[arg-type]
+    return UPReID(
+        "resnet18",
+        dim=16,
+        hidden_dim=32,
+        queue_size=24,
+        ema_momentum=0.9,
+        tau_global=0.1,
+        tau_patch=0.1,
+        tau_cc=0.1,
+        lambda_global=1.0,
+        lambda_patch=1.0,
+        lambda_cc=1.0,
+        bn_splits=2,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def _views(b: int = 4) -> list[torch.Tensor]:
@@ -35,13 +47,16 @@ def test_partition_layout() -> None:
     assert partition(torch.zeros(1, 3, 13, 4), 6).shape == (6, 1, 3, 4, 2)
 
 
-@pytest.mark.parametrize("switches, expected", [
-    ({}, {"loss_global", "loss_patch", "loss_cc"}),
-    ({"cc": False}, {"loss_global", "loss_patch"}),
-    ({"icc": False}, {"loss_global", "loss_cc"}),
-    ({"cc": False, "icc": False}, {"loss_global"}),
-    ({"hm": False}, {"loss_global", "loss_patch", "loss_cc"}),
-])
+@pytest.mark.parametrize(
+    "switches, expected",
+    [
+        ({}, {"loss_global", "loss_patch", "loss_cc"}),
+        ({"cc": False}, {"loss_global", "loss_patch"}),
+        ({"icc": False}, {"loss_global", "loss_cc"}),
+        ({"cc": False, "icc": False}, {"loss_global"}),
+        ({"hm": False}, {"loss_global", "loss_patch", "loss_cc"}),
+    ],
+)
 def test_switches_choose_the_losses(switches: dict, expected: set[str]) -> None:
     out = _model(**switches)(*_views())
     assert set(out) - {"loss"} == expected

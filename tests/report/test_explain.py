@@ -31,6 +31,7 @@ def test_find_trunk_and_png(tmp_path: Path) -> None:
         find_trunk(nn.Linear(2, 2))
     img = tmp_path / "a.jpg"
     Image.new("RGB", (32, 64), (200, 30, 30)).save(img)
-    out = explain_png({"moco": (trunk, 64, 32), "upreid": (trunk, 64, 32)}, [img],
-                      tmp_path / "fig8.png")
+    out = explain_png(
+        {"moco": (trunk, 64, 32), "upreid": (trunk, 64, 32)}, [img], tmp_path / "fig8.png"
+    )
     assert out.read_bytes()[:4] == b"\x89PNG"

@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _log(root: Path, key: str, curve: list[float], rank1: float) -> None:
-    with tracking.stage_run(key, profile="default", params={}, tags={}, commit="c",
-                            root=root) as run:
+    with tracking.stage_run(
+        key, profile="default", params={}, tags={}, commit="c", root=root
+    ) as run:
         for epoch, value in enumerate(curve, start=1):
             run.log_metrics({"mAP": value, "rank1": rank1, "rank5": rank1 + 5}, epoch)
 

@@ -34,12 +34,23 @@ def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = Path(__file__).resolve().parents[2]
     data = load_params(root / "params.yaml", "quick").data
-    sizes = {"train_identities": 12, "test_identities": 8, "distractors": 4,
-             "images_per_camera": (2, 3), "cameras_per_identity": (2, 5)}  # pinned: not a profile's
+    sizes = {
+        "train_identities": 12,
+        "test_identities": 8,
+        "distractors": 4,
+        "images_per_camera": (2, 3),
+        "cameras_per_identity": (2, 5),
+    }  # pinned: not a profile's
     data = dataclasses.replace(
-        data, height=64, width=32, pool=dataclasses.replace(data.pool, identities=8),
-        **{n: dataclasses.replace(getattr(data, n), **sizes)
-           for n in ("market1501", "cuhk03", "msmt17", "personx")})
+        data,
+        height=64,
+        width=32,
+        pool=dataclasses.replace(data.pool, identities=8),
+        **{
+            n: dataclasses.replace(getattr(data, n), **sizes)
+            for n in ("market1501", "cuhk03", "msmt17", "personx")
+        },
+    )
     out = tmp_path_factory.mktemp("synth")
     synthesize(data, out)
     return out

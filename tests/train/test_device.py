@@ -66,43 +66,84 @@ def ranking_device(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_finetuning_runs_on_the_runtime_device(device: str, tiny_synth: Path, tmp_path: Path,
-                                               ranking_device: list[str]) -> None:
+def test_finetuning_runs_on_the_runtime_device(
+    device: str, tiny_synth: Path, tmp_path: Path, ranking_device: list[str]
+) -> None:
     from upreid.train.finetune import finetune
 
     p = load_params(ROOT / "params.yaml", "quick")
     mp = dataclasses.replace(p.finetune.mgn, height=32, width=16, epochs=1, p=4, k=2)
     rt = _runtime(device)
-    finetune("mgn", mp, "resnet18", read_market1501(tiny_synth / "market1501"), "scratch", None,
-             tmp_path, p.eval, 0, rt)
+    finetune(
+        "mgn",
+        mp,
+        "resnet18",
+        read_market1501(tiny_synth / "market1501"),
+        "scratch",
+        None,
+        tmp_path,
+        p.eval,
+        0,
+        rt,
+    )
     assert rt.seen.count("MGN") > 5  # training batches and evaluation batches
     assert ranking_device == [device]
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_spcl_runs_on_the_runtime_device(device: str, tiny_synth: Path, tmp_path: Path,
-                                         ranking_device: list[str]) -> None:
+def test_spcl_runs_on_the_runtime_device(
+    device: str, tiny_synth: Path, tmp_path: Path, ranking_device: list[str]
+) -> None:
     from upreid.train.spcl import adapt
 
     p = load_params(ROOT / "params.yaml", "quick")
-    sp = dataclasses.replace(p.spcl, height=32, width=16, epochs=1, iters_per_epoch=2,
-                             batch_size=8, k=4, k1=6, k2=2, min_samples=2)
+    sp = dataclasses.replace(
+        p.spcl,
+        height=32,
+        width=16,
+        epochs=1,
+        iters_per_epoch=2,
+        batch_size=8,
+        k=4,
+        k1=6,
+        k2=2,
+        min_samples=2,
+    )
     rt = _runtime(device)
-    adapt(sp, "resnet18", read_market1501(tiny_synth / "market1501"), None, "scratch", None,
-          tmp_path, p.eval, 0, rt)
+    adapt(
+        sp,
+        "resnet18",
+        read_market1501(tiny_synth / "market1501"),
+        None,
+        "scratch",
+        None,
+        tmp_path,
+        p.eval,
+        0,
+        rt,
+    )
     assert rt.seen.count("SpCLNet") > 4  # init evaluation, memory features, training, eval
     assert ranking_device == [device, device]  # before adaptation and after the epoch
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_pretraining_runs_on_the_runtime_device(device: str, tiny_pool: list[Record],
-                                                tmp_path: Path) -> None:
+def test_pretraining_runs_on_the_runtime_device(
+    device: str, tiny_pool: list[Record], tmp_path: Path
+) -> None:
     from upreid.train.pretrain import pretrain
 
     base = load_params(ROOT / "params.yaml", "quick").pretrain
-    pp = dataclasses.replace(pretrain_variant(base, "upreid"), height=32, width=16,
-                             batch_size=8, epochs=1, queue_size=16, hidden_dim=16, dim=8,
-                             patches=4)
+    pp = dataclasses.replace(
+        pretrain_variant(base, "upreid"),
+        height=32,
+        width=16,
+        batch_size=8,
+        epochs=1,
+        queue_size=16,
+        hidden_dim=16,
+        dim=8,
+        patches=4,
+    )
     rt = _runtime(device)
     pretrain(pp, tiny_pool, tmp_path, 0, rt, max_steps=2)
     assert rt.seen.count("UPReID") == 2

@@ -24,8 +24,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def _pp(variant: str = "upreid", **kw: object):
     base = load_params(ROOT / "params.yaml", "quick").pretrain
     pp = pretrain_variant(base, variant)
-    small = dict(height=32, width=16, batch_size=8, epochs=2, queue_size=16, hidden_dim=16,
-                 dim=8, workers=0, patches=4, warmup_epochs=1)
+    small = dict(
+        height=32,
+        width=16,
+        batch_size=8,
+        epochs=2,
+        queue_size=16,
+        hidden_dim=16,
+        dim=8,
+        workers=0,
+        patches=4,
+        warmup_epochs=1,
+    )
     return dataclasses.replace(pp, **{**small, **kw})
 
 
@@ -49,8 +59,9 @@ def test_resume_after_kill_equals_uninterrupted(tiny_pool: list[Record], tmp_pat
         assert torch.equal(a[key], b[key]), key
 
 
-def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_pool: list[Record], tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(
+    tiny_pool: list[Record], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pp = _pp("moco", epochs=2)
     loop.pretrain(pp, tiny_pool, tmp_path, seed=0, max_steps=3)  # one epoch: checkpoint at 3
     before = (tmp_path / "checkpoint.pt").read_bytes()
@@ -65,8 +76,9 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_pool: list[Record], t
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
-def test_exported_backbone_loads_and_logs_every_loss(tiny_pool: list[Record],
-                                                     tmp_path: Path) -> None:
+def test_exported_backbone_loads_and_logs_every_loss(
+    tiny_pool: list[Record], tmp_path: Path
+) -> None:
     rows: list[tuple[int, dict[str, float]]] = []
     pp = _pp(epochs=1)
     loop.pretrain(pp, tiny_pool, tmp_path, seed=0, on_metrics=lambda m, s: rows.append((s, m)))
@@ -92,8 +104,9 @@ def test_lr_schedule_warms_up_then_decays() -> None:
     assert factors[-1] < 0.05
 
 
-def test_two_process_torchrun_keeps_ranks_identical(tiny_pool: list[Record],
-                                                    tmp_path: Path) -> None:
+def test_two_process_torchrun_keeps_ranks_identical(
+    tiny_pool: list[Record], tmp_path: Path
+) -> None:
     script = tmp_path / "ddp.py"
     out = tmp_path / "out"
     out.mkdir()
@@ -118,16 +131,23 @@ def test_two_process_torchrun_keeps_ranks_identical(tiny_pool: list[Record],
         "loop.build_model, loop.cleanup = capture, dump\n"
         "from upreid.runtime import build_runtime\n"
         "loop.pretrain(t._pp(epochs=1, batch_size=8), records, "
-        f"{str(out)!r}, seed=0, runtime=build_runtime('cpu', 'fp32', False), max_steps=2)\n")
+        f"{str(out)!r}, seed=0, runtime=build_runtime('cpu', 'fp32', False), max_steps=2)\n"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
     # weights, EMA weights and queues agree; BN running statistics are per-rank by design
-    shared = [k for k in a if not k.endswith(("running_mean", "running_var",
-                                               "num_batches_tracked"))]
+    shared = [
+        k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    ]
     assert any(k.startswith("queue") for k in shared) and any("ema." in k for k in shared)
     for key in shared:
         assert torch.equal(a[key], b[key]), key
@@ -141,13 +161,20 @@ def test_same_seed_same_run_other_seed_differs(tiny_pool: list[Record], tmp_path
     runs = {}
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         logged: list[tuple[int, dict[str, float]]] = []
-        loop.pretrain(pp, tiny_pool, tmp_path / name, seed=seed, max_steps=3,
-                      on_metrics=lambda m, step, logged=logged: logged.append((step, dict(m))))
+        loop.pretrain(
+            pp,
+            tiny_pool,
+            tmp_path / name,
+            seed=seed,
+            max_steps=3,
+            on_metrics=lambda m, step, logged=logged: logged.append((step, dict(m))),
+        )
         runs[name] = (logged, _weights(tmp_path / name / "checkpoint.pt"))
     (log_a, w_a), (log_b, w_b), (_, w_c) = runs["a"], runs["b"], runs["c"]
     assert log_a and [s for s, _ in log_a] == [s for s, _ in log_b]
     for (_, ma), (_, mb) in zip(log_a, log_b, strict=True):
-        assert {k: v for k, v in ma.items() if k != "images_per_s"} == \
-            {k: v for k, v in mb.items() if k != "images_per_s"}
+        assert {k: v for k, v in ma.items() if k != "images_per_s"} == {
+            k: v for k, v in mb.items() if k != "images_per_s"
+        }
     assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)
     assert not all(torch.equal(w_a[k], w_c[k]) for k in w_a)

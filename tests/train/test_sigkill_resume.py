@@ -19,7 +19,7 @@ from upreid.data.records import Record
 ROOT = Path(__file__).resolve().parents[2]
 
 # Runs one trainer on tiny data: argv = kind, out folder, data (pool folder or synth root).
-SCRIPT = r'''
+SCRIPT = r"""
 import dataclasses, json, sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
@@ -56,7 +56,7 @@ else:
     product = out / "model.pt"
 result = {{k: v for k, v in result.items() if k not in ("wall_s", "images_per_s")}}
 (out / "done.json").write_text(json.dumps({{"result": result, "product": str(product)}}))
-'''
+"""
 
 CHECKPOINT = {"pretrain": "checkpoint.pt", "finetune": "last.pt", "spcl": "last.pt"}
 
@@ -92,8 +92,9 @@ def _product(out: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pretrain", "finetune", "spcl"])
-def test_sigkill_then_resume_equals_uninterrupted(kind: str, tiny_pool: list[Record],
-                                                  tiny_synth: Path, tmp_path: Path) -> None:
+def test_sigkill_then_resume_equals_uninterrupted(
+    kind: str, tiny_pool: list[Record], tiny_synth: Path, tmp_path: Path
+) -> None:
     data = Path(tiny_pool[0].path).parent if kind == "pretrain" else tiny_synth
     full, cut = tmp_path / "full", tmp_path / "cut"
     _run(_command(tmp_path, kind, full, data))

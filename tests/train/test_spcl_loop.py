@@ -19,14 +19,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _params(**kw: object):
     p = load_params(ROOT / "params.yaml", "quick")
-    sp = dataclasses.replace(p.spcl, height=64, width=32, epochs=2, iters_per_epoch=6,
-                             batch_size=16, k=4, eval_every=2, lr=1e-3, k1=8, k2=3,
-                             min_samples=2)
+    sp = dataclasses.replace(
+        p.spcl,
+        height=64,
+        width=32,
+        epochs=2,
+        iters_per_epoch=6,
+        batch_size=16,
+        k=4,
+        eval_every=2,
+        lr=1e-3,
+        k1=8,
+        k2=3,
+        min_samples=2,
+    )
     return dataclasses.replace(sp, **kw), p.eval
 
 
-def test_source_to_target_run_beats_the_untrained_model(tiny_synth: Path,
-                                                         tmp_path: Path) -> None:
+def test_source_to_target_run_beats_the_untrained_model(tiny_synth: Path, tmp_path: Path) -> None:
     """P->M from scratch on 12 identities: 80 iterations lift target mAP well above the
     untrained network (measured 33.0 -> 45.6; the first epochs dip below it)."""
     target = read_market1501(tiny_synth / "market1501")
@@ -35,8 +45,18 @@ def test_source_to_target_run_beats_the_untrained_model(tiny_synth: Path,
     torch.manual_seed(0)
     before = evaluate(spcl.SpCLNet("resnet18").eval(), target, ev, 64, 32)["mAP"]
     rows: list[dict[str, float]] = []
-    result = spcl.adapt(sp, "resnet18", target, source, "scratch", None, tmp_path, ev, seed=0,
-                        on_metrics=lambda m, s: rows.append(m))
+    result = spcl.adapt(
+        sp,
+        "resnet18",
+        target,
+        source,
+        "scratch",
+        None,
+        tmp_path,
+        ev,
+        seed=0,
+        on_metrics=lambda m, s: rows.append(m),
+    )
     assert len(rows) == 8 and all("clusters" in r and "outliers" in r for r in rows)
     assert all(r["clusters"] >= 1 for r in rows)
     assert result["source_images"] == len(source.train)
@@ -51,8 +71,7 @@ def test_target_only_run_resumes(tiny_synth: Path, tmp_path: Path) -> None:
     target = read_market1501(tiny_synth / "market1501")
     sp, ev = _params(epochs=2, eval_every=2, iters_per_epoch=3)
     a, b = tmp_path / "a", tmp_path / "b"
-    full = spcl.adapt(sp, "resnet18", target, None, "scratch", None, a, ev, 2,
-                      image_cache_mb=64)
+    full = spcl.adapt(sp, "resnet18", target, None, "scratch", None, a, ev, 2, image_cache_mb=64)
     assert load_checkpoint(a / "last.pt")["state"]["epoch"] == 1  # none after the final epoch
     assert (a / "model.pt").is_file()
 
@@ -64,8 +83,9 @@ def test_target_only_run_resumes(tiny_synth: Path, tmp_path: Path) -> None:
             raise Killed
 
     with pytest.raises(Killed):
-        spcl.adapt(sp, "resnet18", target, None, "scratch", None, b, ev, 2,
-                   on_metrics=kill_in_epoch_2)
+        spcl.adapt(
+            sp, "resnet18", target, None, "scratch", None, b, ev, 2, on_metrics=kill_in_epoch_2
+        )
     assert load_checkpoint(b / "last.pt")["state"]["epoch"] == 1
     resumed = spcl.adapt(sp, "resnet18", target, None, "scratch", None, b, ev, 2)
     assert resumed["mAP"] == pytest.approx(full["mAP"], abs=1e-6)

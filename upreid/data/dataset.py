@@ -24,8 +24,12 @@ class ImageDataset(Dataset):
     ``cache`` when one is given (see :class:`ImageCache`).
     """
 
-    def __init__(self, records: Sequence[Record], transform: Callable[[Any], Any],
-                 cache: ImageCache | None = None) -> None:
+    def __init__(
+        self,
+        records: Sequence[Record],
+        transform: Callable[[Any], Any],
+        cache: ImageCache | None = None,
+    ) -> None:
         if not records:
             raise ValueError("ImageDataset: no records")
         self.records = list(records)
@@ -51,8 +55,9 @@ class ImageDataset(Dataset):
         raise RuntimeError("ImageDataset: every image is unreadable")
 
 
-def drop_bad_records(records: Sequence[Record], cache: ImageCache | None = None
-                     ) -> tuple[list[Record], list[str]]:
+def drop_bad_records(
+    records: Sequence[Record], cache: ImageCache | None = None
+) -> tuple[list[Record], list[str]]:
     """Decode every image once (into ``cache`` when given); return the good records and the
     messages of the bad ones."""
     read = reader(cache)

@@ -27,7 +27,7 @@ class BadImage(Exception):
 def _lmdb_bytes(path: str) -> bytes:
     import lmdb  # imported lazily: only LMDB pools need it
 
-    db, _, key = path[len(LMDB_PREFIX):].partition("::")
+    db, _, key = path[len(LMDB_PREFIX) :].partition("::")
     with _lock:
         env = _envs.get(db)
         if env is None:

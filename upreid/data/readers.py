@@ -20,12 +20,16 @@ from upreid.data.records import DatasetLayoutError, Record, ReIDData
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)(?:s\d+)?_.*\.(?:jpg|jpeg|png)$", re.IGNORECASE)
 MARKET_FOLDERS = ("bounding_box_train", "query", "bounding_box_test")
-MARKET_LAYOUT = ("{root}/bounding_box_train/, {root}/query/, {root}/bounding_box_test/ with "
-                 "names like 0002_c1s1_000451_03.jpg (pid_c<camera>...)")
+MARKET_LAYOUT = (
+    "{root}/bounding_box_train/, {root}/query/, {root}/bounding_box_test/ with "
+    "names like 0002_c1s1_000451_03.jpg (pid_c<camera>...)"
+)
 PERSONX_CAMERAS = (3, 4, 8, 10, 11, 12)
 MSMT_LISTS = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")
-MSMT_LAYOUT = ("{root}/train/, {root}/test/ and {root}/list_{{train,val,query,gallery}}.txt with "
-               "lines 'relpath pid', names like 0000_000_01_0303morning_0015_0.jpg")
+MSMT_LAYOUT = (
+    "{root}/train/, {root}/test/ and {root}/list_{{train,val,query,gallery}}.txt with "
+    "lines 'relpath pid', names like 0000_000_01_0303morning_0015_0.jpg"
+)
 Problems = list[str] | None
 
 
@@ -40,8 +44,13 @@ def _bad(problems: Problems, message: str) -> None:
     problems.append(message)
 
 
-def _market_folder(folder: Path, camera_index: Callable[[int], int], layout: str,
-                   problems: Problems, keep_distractors: bool) -> list[Record]:
+def _market_folder(
+    folder: Path,
+    camera_index: Callable[[int], int],
+    layout: str,
+    problems: Problems,
+    keep_distractors: bool,
+) -> list[Record]:
     _require_dir(folder, layout)
     records = []
     for path in sorted(folder.iterdir()):
@@ -63,15 +72,17 @@ def _market_folder(folder: Path, camera_index: Callable[[int], int], layout: str
     return records
 
 
-def read_market_style(name: str, root: str | Path, camera_index: Callable[[int], int],
-                      problems: Problems = None) -> ReIDData:
+def read_market_style(
+    name: str, root: str | Path, camera_index: Callable[[int], int], problems: Problems = None
+) -> ReIDData:
     """Any Market-1501-style folder triple (Market-1501, CUHK03-NP, PersonX)."""
     root = Path(root)
     layout = MARKET_LAYOUT.format(root=root)
     _require_dir(root, layout)
     train, query, gallery = (
         _market_folder(root / sub, camera_index, layout, problems, keep_distractors=sub == gal)
-        for sub, gal in zip(MARKET_FOLDERS, ("", "", "bounding_box_test"), strict=True))
+        for sub, gal in zip(MARKET_FOLDERS, ("", "", "bounding_box_test"), strict=True)
+    )
     return ReIDData(name, tuple(train), tuple(query), tuple(gallery))
 
 
@@ -86,8 +97,10 @@ def read_cuhk03(root: str | Path, problems: Problems = None, mode: str = "labele
     if mode not in ("labeled", "detected"):
         raise ValueError(f"CUHK03-NP mode must be 'labeled' or 'detected', got {mode!r}")
     root = Path(root)
-    _require_dir(root / mode, f"{root}/labeled/ and {root}/detected/, each "
-                 + MARKET_LAYOUT.format(root="<mode>"))
+    _require_dir(
+        root / mode,
+        f"{root}/labeled/ and {root}/detected/, each " + MARKET_LAYOUT.format(root="<mode>"),
+    )
     return read_market_style("cuhk03", root / mode, lambda c: c - 1, problems)
 
 
@@ -108,10 +121,16 @@ def _msmt_list(root: Path, list_name: str, folder: str, problems: Problems) -> l
             continue
         parts = line.split()
         fields = Path(parts[0]).name.split("_")
-        if len(parts) != 2 or len(fields) < 3 or not parts[1].lstrip("-").isdigit() \
-                or not fields[2].isdigit():
-            _bad(problems, f"{list_file}:{lineno}: {line!r} does not parse; expected layout: "
-                 f"{layout}")
+        if (
+            len(parts) != 2
+            or len(fields) < 3
+            or not parts[1].lstrip("-").isdigit()
+            or not fields[2].isdigit()
+        ):
+            _bad(
+                problems,
+                f"{list_file}:{lineno}: {line!r} does not parse; expected layout: {layout}",
+            )
             continue
         records.append(Record(str(root / folder / parts[0]), int(parts[1]), int(fields[2]) - 1))
     return records
@@ -125,7 +144,8 @@ def read_msmt17(root: str | Path, problems: Problems = None) -> ReIDData:
     for sub in ("train", "test"):
         _require_dir(root / sub, layout)
     train = _msmt_list(root, "list_train.txt", "train", problems) + _msmt_list(
-        root, "list_val.txt", "train", problems)
+        root, "list_val.txt", "train", problems
+    )
     query = _msmt_list(root, "list_query.txt", "test", problems)
     gallery = _msmt_list(root, "list_gallery.txt", "test", problems)
     return ReIDData("msmt17", tuple(train), tuple(query), tuple(gallery))
@@ -152,8 +172,9 @@ class _KeysUnpickler(pickle.Unpickler):
     ``keys.pkl`` cannot run code."""
 
     def find_class(self, module: str, name: str) -> Any:
-        raise DatasetLayoutError(f"keys file refers to {module}.{name}: only a list of str or "
-                                 "bytes keys is accepted")
+        raise DatasetLayoutError(
+            f"keys file refers to {module}.{name}: only a list of str or bytes keys is accepted"
+        )
 
 
 def read_keys(path: Path) -> list[str]:
@@ -164,8 +185,9 @@ def read_keys(path: Path) -> list[str]:
         except (pickle.UnpicklingError, EOFError, ValueError) as err:
             raise DatasetLayoutError(f"{path}: not a pickled list of keys ({err})") from err
     if not isinstance(keys, list | tuple) or not all(isinstance(k, str | bytes) for k in keys):
-        raise DatasetLayoutError(f"{path}: expected a list of str or bytes keys, got "
-                                 f"{type(keys).__name__}")
+        raise DatasetLayoutError(
+            f"{path}: expected a list of str or bytes keys, got {type(keys).__name__}"
+        )
     return [k.decode() if isinstance(k, bytes) else k for k in keys]
 
 
@@ -179,8 +201,9 @@ def read_pool(root: str | Path) -> list[Record]:
     if keys_file.is_file():
         keys = read_keys(keys_file)
         if not (root / "data.mdb").is_file():
-            raise DatasetLayoutError(f"{keys_file} found but no {root / 'data.mdb'}; expected "
-                                     f"layout: {layout}")
+            raise DatasetLayoutError(
+                f"{keys_file} found but no {root / 'data.mdb'}; expected layout: {layout}"
+            )
         return [Record(f"{LMDB_PREFIX}{root}::{k}", -1, 0) for k in keys]
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
     if not files:

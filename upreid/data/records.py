@@ -34,8 +34,14 @@ class ReIDData:
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Images, identities and cameras per split."""
-        return {name: split_stats(split) for name, split in
-                (("train", self.train), ("query", self.query), ("gallery", self.gallery))}
+        return {
+            name: split_stats(split)
+            for name, split in (
+                ("train", self.train),
+                ("query", self.query),
+                ("gallery", self.gallery),
+            )
+        }
 
 
 def split_stats(records: Sequence[Record]) -> dict[str, int]:

@@ -83,16 +83,23 @@ class Identity:
     def sample(rng: np.random.Generator) -> Identity:
         side = lambda: "left" if rng.random() < 0.5 else "right"  # noqa: E731
         return Identity(
-            skin=SKIN[int(rng.integers(len(SKIN)))], hair=HAIR[int(rng.integers(len(HAIR)))],
-            long_hair=bool(rng.random() < 0.35), upper=_clothing_color(rng),
-            upper_pattern=str(rng.choice(PATTERNS)), pattern_color=_clothing_color(rng),
-            short_sleeves=bool(rng.random() < 0.35), lower=_clothing_color(rng),
-            lower_kind=str(rng.choice(LOWER)), shoes=_clothing_color(rng),
+            skin=SKIN[int(rng.integers(len(SKIN)))],
+            hair=HAIR[int(rng.integers(len(HAIR)))],
+            long_hair=bool(rng.random() < 0.35),
+            upper=_clothing_color(rng),
+            upper_pattern=str(rng.choice(PATTERNS)),
+            pattern_color=_clothing_color(rng),
+            short_sleeves=bool(rng.random() < 0.35),
+            lower=_clothing_color(rng),
+            lower_kind=str(rng.choice(LOWER)),
+            shoes=_clothing_color(rng),
             backpack=_clothing_color(rng) if rng.random() < 0.3 else None,
             crossbody=(_clothing_color(rng), side()) if rng.random() < 0.2 else None,
             handbag=(_clothing_color(rng), side()) if rng.random() < 0.2 else None,
             hat=_clothing_color(rng) if rng.random() < 0.12 else None,
-            height=float(rng.uniform(0.9, 1.05)), width=float(rng.uniform(0.85, 1.2)))
+            height=float(rng.uniform(0.9, 1.05)),
+            width=float(rng.uniform(0.85, 1.2)),
+        )
 
 
 @dataclass(frozen=True)
@@ -109,8 +116,9 @@ class Camera:
     quality: tuple[int, int]  # JPEG quality range
 
     @staticmethod
-    def sample(rng: np.random.Generator, style: str, height: int, width: int,
-               quality: tuple[int, int]) -> Camera:
+    def sample(
+        rng: np.random.Generator, style: str, height: int, width: int, quality: tuple[int, int]
+    ) -> Camera:
         clean = style == "personx"
         base = np.array(_clothing_color(rng), dtype=np.float32) * 0.6 + 60
         h, w = 2 * height, 3 * width
@@ -128,18 +136,29 @@ class Camera:
         return Camera(
             background=np.clip(tex, 0, 255).astype(np.uint8),
             gain=float(rng.uniform(0.9, 1.1) if clean else rng.uniform(0.55, 1.35)),
-            balance=tuple(float(x) for x in (rng.uniform(0.97, 1.03, 3) if clean
-                                             else rng.uniform(0.8, 1.2, 3))),  # type: ignore
+            balance=tuple(
+                float(x)
+                for x in (rng.uniform(0.97, 1.03, 3) if clean else rng.uniform(0.8, 1.2, 3))
+            ),  # type: ignore
             blur=float(rng.uniform(0.0, 0.3) if clean else rng.uniform(0.0, 1.3)),
             downscale=float(1.0 if clean else rng.uniform(1.0, 2.2)),
             views=tuple(float(x) for x in front),  # type: ignore[arg-type]
-            scale_jitter=float(rng.uniform(0.03, 0.12)), shift_jitter=float(rng.uniform(0.02, 0.1)),
+            scale_jitter=float(rng.uniform(0.03, 0.12)),
+            shift_jitter=float(rng.uniform(0.02, 0.1)),
             occlusion=float(0.02 if clean else rng.uniform(0.0, 0.3)),
-            quality=(max(lo, q - 5), min(hi, q + 5)))
+            quality=(max(lo, q - 5), min(hi, q + 5)),
+        )
 
 
-def _draw_person(draw: ImageDraw.ImageDraw, who: Identity, view: str, cx: float, top: float,
-                 size: float, phase: float) -> None:
+def _draw_person(
+    draw: ImageDraw.ImageDraw,
+    who: Identity,
+    view: str,
+    cx: float,
+    top: float,
+    size: float,
+    phase: float,
+) -> None:
     """One pedestrian of height ``size`` pixels, head at ``top``, centred at ``cx``."""
     side = view in ("left", "right")
     head_r = 0.065 * size
@@ -155,62 +174,114 @@ def _draw_person(draw: ImageDraw.ImageDraw, who: Identity, view: str, cx: float,
         hip = cx + (0 if side else sign * torso_w * 0.5)
         foot = hip + sign * step
         cloth_end = knee if who.lower_kind != "trousers" else feet - 0.03 * size
-        draw.polygon([(hip - leg_w / 2, waist), (hip + leg_w / 2, waist),
-                      (foot + leg_w / 2, feet), (foot - leg_w / 2, feet)], fill=who.skin)
+        draw.polygon(
+            [
+                (hip - leg_w / 2, waist),
+                (hip + leg_w / 2, waist),
+                (foot + leg_w / 2, feet),
+                (foot - leg_w / 2, feet),
+            ],
+            fill=who.skin,
+        )
         if who.lower_kind != "skirt":
-            draw.polygon([(hip - leg_w / 2, waist), (hip + leg_w / 2, waist),
-                          (hip + leg_w / 2 + sign * step * (cloth_end - waist) / (feet - waist),
-                           cloth_end),
-                          (hip - leg_w / 2 + sign * step * (cloth_end - waist) / (feet - waist),
-                           cloth_end)], fill=who.lower)
-        draw.ellipse([foot - leg_w * 0.7, feet - 0.035 * size, foot + leg_w * 0.9,
-                      feet + 0.01 * size], fill=who.shoes)
+            draw.polygon(
+                [
+                    (hip - leg_w / 2, waist),
+                    (hip + leg_w / 2, waist),
+                    (
+                        hip + leg_w / 2 + sign * step * (cloth_end - waist) / (feet - waist),
+                        cloth_end,
+                    ),
+                    (
+                        hip - leg_w / 2 + sign * step * (cloth_end - waist) / (feet - waist),
+                        cloth_end,
+                    ),
+                ],
+                fill=who.lower,
+            )
+        draw.ellipse(
+            [foot - leg_w * 0.7, feet - 0.035 * size, foot + leg_w * 0.9, feet + 0.01 * size],
+            fill=who.shoes,
+        )
     if who.lower_kind == "skirt":
-        draw.polygon([(cx - torso_w, waist), (cx + torso_w, waist), (cx + torso_w * 1.4, knee),
-                      (cx - torso_w * 1.4, knee)], fill=who.lower)
+        draw.polygon(
+            [
+                (cx - torso_w, waist),
+                (cx + torso_w, waist),
+                (cx + torso_w * 1.4, knee),
+                (cx - torso_w * 1.4, knee),
+            ],
+            fill=who.lower,
+        )
     # backpack seen from the back or the side (behind the body), before the torso
     if who.backpack is not None and side:
         back = -1 if view == "left" else 1  # facing image-left: the back is on the right
         bx = cx + back * torso_w
-        draw.rounded_rectangle([min(bx, bx + back * 0.1 * size), neck + 0.03 * size,
-                                max(bx, bx + back * 0.1 * size), waist - 0.02 * size],
-                               radius=3, fill=who.backpack)
+        draw.rounded_rectangle(
+            [
+                min(bx, bx + back * 0.1 * size),
+                neck + 0.03 * size,
+                max(bx, bx + back * 0.1 * size),
+                waist - 0.02 * size,
+            ],
+            radius=3,
+            fill=who.backpack,
+        )
     # arms, then torso
     arm_w = torso_w * 0.35
-    for sign in ((0,) if side else (-1, 1)):
+    for sign in (0,) if side else (-1, 1):
         ax = cx + sign * (torso_w + arm_w / 2) + (step * 0.8 if side else 0)
-        draw.rectangle([ax - arm_w / 2, neck + 0.02 * size, ax + arm_w / 2, waist + 0.04 * size],
-                       fill=who.skin)
+        draw.rectangle(
+            [ax - arm_w / 2, neck + 0.02 * size, ax + arm_w / 2, waist + 0.04 * size], fill=who.skin
+        )
         sleeve = neck + (0.11 if who.short_sleeves else 0.27) * size
-        draw.rectangle([ax - arm_w / 2, neck + 0.02 * size, ax + arm_w / 2, sleeve],
-                       fill=who.upper)
-    draw.rounded_rectangle([cx - torso_w, neck, cx + torso_w, waist + 0.02 * size], radius=4,
-                           fill=who.upper)
+        draw.rectangle([ax - arm_w / 2, neck + 0.02 * size, ax + arm_w / 2, sleeve], fill=who.upper)
+    draw.rounded_rectangle(
+        [cx - torso_w, neck, cx + torso_w, waist + 0.02 * size], radius=4, fill=who.upper
+    )
     _pattern(draw, who, view, cx, torso_w, neck, waist, size)
     # head and hair (the back view shows hair only)
-    draw.ellipse([cx - head_r, top, cx + head_r, neck], fill=who.hair if view == "back"
-                 else who.skin)
+    draw.ellipse(
+        [cx - head_r, top, cx + head_r, neck], fill=who.hair if view == "back" else who.skin
+    )
     draw.chord([cx - head_r, top, cx + head_r, neck], 180, 360, fill=who.hair)
     if who.long_hair and view != "front":
-        draw.rectangle([cx - head_r * 0.9, top + head_r, cx + head_r * 0.9, neck + 0.06 * size],
-                       fill=who.hair)
+        draw.rectangle(
+            [cx - head_r * 0.9, top + head_r, cx + head_r * 0.9, neck + 0.06 * size], fill=who.hair
+        )
     if who.hat is not None:
-        draw.rectangle([cx - head_r * 1.1, top - 0.01 * size, cx + head_r * 1.1,
-                        top + head_r * 0.6], fill=who.hat)
+        draw.rectangle(
+            [cx - head_r * 1.1, top - 0.01 * size, cx + head_r * 1.1, top + head_r * 0.6],
+            fill=who.hat,
+        )
     if who.backpack is not None and not side:
         if view == "back":
-            draw.rounded_rectangle([cx - torso_w * 0.8, neck + 0.04 * size, cx + torso_w * 0.8,
-                                    waist - 0.02 * size], radius=4, fill=who.backpack)
+            draw.rounded_rectangle(
+                [cx - torso_w * 0.8, neck + 0.04 * size, cx + torso_w * 0.8, waist - 0.02 * size],
+                radius=4,
+                fill=who.backpack,
+            )
         else:  # the straps from the front
             for sign in (-1, 1):
                 x = cx + sign * torso_w * 0.55
-                draw.line([(x, neck), (x, neck + 0.16 * size)], fill=who.backpack,
-                          width=max(1, int(0.025 * size)))
+                draw.line(
+                    [(x, neck), (x, neck + 0.16 * size)],
+                    fill=who.backpack,
+                    width=max(1, int(0.025 * size)),
+                )
     _bags(draw, who, view, cx, torso_w, neck, waist, size)
 
 
-def _pattern(draw: ImageDraw.ImageDraw, who: Identity, view: str, cx: float, torso_w: float,
-             neck: float, waist: float, size: float) -> None:
+def _pattern(
+    draw: ImageDraw.ImageDraw,
+    who: Identity,
+    view: str,
+    cx: float,
+    torso_w: float,
+    neck: float,
+    waist: float,
+    size: float,
+) -> None:
     if who.upper_pattern == "stripes":
         period = max(3.0, 0.045 * size)
         y = neck + period
@@ -219,14 +290,24 @@ def _pattern(draw: ImageDraw.ImageDraw, who: Identity, view: str, cx: float, tor
             y += 2 * period
     elif who.upper_pattern == "logo" and view == "front":  # a chest print, front only
         r = 0.05 * size
-        draw.ellipse([cx - r, neck + 0.06 * size, cx + r, neck + 0.06 * size + 2 * r],
-                     fill=who.pattern_color)
+        draw.ellipse(
+            [cx - r, neck + 0.06 * size, cx + r, neck + 0.06 * size + 2 * r], fill=who.pattern_color
+        )
 
 
-def _bags(draw: ImageDraw.ImageDraw, who: Identity, view: str, cx: float, torso_w: float,
-          neck: float, waist: float, size: float) -> None:
+def _bags(
+    draw: ImageDraw.ImageDraw,
+    who: Identity,
+    view: str,
+    cx: float,
+    torso_w: float,
+    neck: float,
+    waist: float,
+    size: float,
+) -> None:
     """Bags on one side of the body: their image side follows the viewpoint; a side view shows
     only the bag on the side facing the camera."""
+
     def image_x(body_side: str, offset: float) -> float | None:
         if view in ("left", "right"):
             return cx if body_side == view else None
@@ -238,11 +319,12 @@ def _bags(draw: ImageDraw.ImageDraw, who: Identity, view: str, cx: float, torso_
         bx = image_x(body_side, torso_w * 1.05)
         if view in ("front", "back"):  # the strap crosses the torso towards the bag
             sx = cx - (bx - cx) * 0.8 if bx is not None else cx
-            draw.line([(sx, neck), (bx or cx, waist)], fill=color,
-                      width=max(1, int(0.02 * size)))
+            draw.line([(sx, neck), (bx or cx, waist)], fill=color, width=max(1, int(0.02 * size)))
         if bx is not None:
-            draw.rectangle([bx - 0.06 * size, waist - 0.05 * size, bx + 0.06 * size,
-                            waist + 0.05 * size], fill=color)
+            draw.rectangle(
+                [bx - 0.06 * size, waist - 0.05 * size, bx + 0.06 * size, waist + 0.05 * size],
+                fill=color,
+            )
     if who.handbag is not None:
         color, body_side = who.handbag
         hx = image_x(body_side, torso_w * 1.35)
@@ -251,13 +333,14 @@ def _bags(draw: ImageDraw.ImageDraw, who: Identity, view: str, cx: float, torso_
             draw.rectangle([hx - 0.05 * size, y, hx + 0.05 * size, y + 0.12 * size], fill=color)
 
 
-def render(who: Identity, cam: Camera, rng: np.random.Generator, height: int,
-           width: int) -> Image.Image:
+def render(
+    who: Identity, cam: Camera, rng: np.random.Generator, height: int, width: int
+) -> Image.Image:
     """One crop of ``who`` seen by ``cam`` (drawn at 2x, then the camera's optics)."""
     H, W = 2 * height, 2 * width
     y0 = int(rng.integers(0, cam.background.shape[0] - H + 1))
     x0 = int(rng.integers(0, cam.background.shape[1] - W + 1))
-    img = Image.fromarray(cam.background[y0:y0 + H, x0:x0 + W].copy())
+    img = Image.fromarray(cam.background[y0 : y0 + H, x0 : x0 + W].copy())
     draw = ImageDraw.Draw(img)
     view = VIEWS[int(rng.choice(4, p=cam.views))]
     size = H * 0.86 * who.height * (1 + rng.uniform(-cam.scale_jitter, cam.scale_jitter))
@@ -275,8 +358,7 @@ def render(who: Identity, cam: Camera, rng: np.random.Generator, height: int,
     light = cam.gain * rng.uniform(0.9, 1.1) * np.array(cam.balance, dtype=np.float32)
     img = Image.fromarray(np.clip(arr * light, 0, 255).astype(np.uint8))
     small = (max(8, int(width / cam.downscale)), max(16, int(height / cam.downscale)))
-    img = img.resize(small, Image.Resampling.BOX).resize((width, height),
-                                                         Image.Resampling.BILINEAR)
+    img = img.resize(small, Image.Resampling.BOX).resize((width, height), Image.Resampling.BILINEAR)
     if cam.blur > 0.05:
         img = img.filter(ImageFilter.GaussianBlur(cam.blur))
     return img
@@ -308,8 +390,12 @@ class Writer:
 
     def __init__(self, name: str, seed: int, data: DataParams, cameras: int) -> None:
         self.name, self.seed, self.data = name, seed, data
-        self.cameras = [Camera.sample(_rng(seed, name, "camera", c), name, data.height,
-                                      data.width, data.jpeg_quality) for c in range(cameras)]
+        self.cameras = [
+            Camera.sample(
+                _rng(seed, name, "camera", c), name, data.height, data.width, data.jpeg_quality
+            )
+            for c in range(cameras)
+        ]
 
     def identity(self, pid: int) -> Identity:
         return Identity.sample(_rng(self.seed, self.name, "identity", pid))
@@ -364,8 +450,14 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def write_market_style(writer: Writer, root: Path, sp: SynthSetParams, camera_names: list[int],
-                       fmt: str, progress: Progress) -> None:
+def write_market_style(
+    writer: Writer,
+    root: Path,
+    sp: SynthSetParams,
+    camera_names: list[int],
+    fmt: str,
+    progress: Progress,
+) -> None:
     """Market-1501 / CUHK03-NP / PersonX folders: ``pid_c<cam>s1_<frame>_<det>.<fmt>``."""
     folders = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
     for split, shots in _plan(writer.name, writer.seed, sp).items():
@@ -428,8 +520,12 @@ def write_pool(writer: Writer, root: Path, data: DataParams, progress: Progress)
 
 def _count(data: DataParams) -> int:
     """Images the profile writes (CUHK03-NP twice: labeled and detected)."""
-    sets = {"market1501": data.market1501, "cuhk03": data.cuhk03, "msmt17": data.msmt17,
-            "personx": data.personx}
+    sets = {
+        "market1501": data.market1501,
+        "cuhk03": data.cuhk03,
+        "msmt17": data.msmt17,
+        "personx": data.personx,
+    }
     per = {n: sum(len(v) for v in _plan(n, data.seed, sp).values()) for n, sp in sets.items()}
     return len(_pool_plan(data.seed, data)) + sum(per.values()) + per["cuhk03"]
 
@@ -445,18 +541,23 @@ def prepare_root(root: Path, inside: Path | None = None) -> None:
 
     root = root.resolve()
     if inside is not None and not root.is_relative_to(inside.resolve()):
-        raise ValueError(f"data.root {root} is outside the project folder {inside.resolve()}; "
-                         "the generator writes only inside the project")
+        raise ValueError(
+            f"data.root {root} is outside the project folder {inside.resolve()}; "
+            "the generator writes only inside the project"
+        )
     if root.exists():
         if (root / MARKER).is_file():
             shutil.rmtree(root)
         elif not root.is_dir() or any(root.iterdir()):
-            raise ValueError(f"data.root {root} exists and was not written by the generator "
-                             f"(no {MARKER} file); choose a new or empty folder for data.root, "
-                             "or delete it yourself if it holds older generated data")
+            raise ValueError(
+                f"data.root {root} exists and was not written by the generator "
+                f"(no {MARKER} file); choose a new or empty folder for data.root, "
+                "or delete it yourself if it holds older generated data"
+            )
     root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text("written by the upreid pedestrian generator; it may clear this "
-                               "folder\n")
+    (root / MARKER).write_text(
+        "written by the upreid pedestrian generator; it may clear this folder\n"
+    )
 
 
 def synthesize(data: DataParams, root: str | Path, inside: str | Path | None = None) -> None:
@@ -468,19 +569,35 @@ def synthesize(data: DataParams, root: str | Path, inside: str | Path | None = N
     pool = Writer("pool", data.seed, data, data.pool.cameras)
     write_pool(pool, root / "luperson", data, progress)
     market = Writer("market1501", data.seed, data, data.market1501.cameras)
-    write_market_style(market, root / "market1501", data.market1501,
-                       list(range(1, data.market1501.cameras + 1)), "jpg", progress)
+    write_market_style(
+        market,
+        root / "market1501",
+        data.market1501,
+        list(range(1, data.market1501.cameras + 1)),
+        "jpg",
+        progress,
+    )
     for mode in ("labeled", "detected"):  # the same people; detection adds crop jitter
         cuhk = Writer("cuhk03", data.seed, data, data.cuhk03.cameras)
         if mode == "detected":
             cuhk.cameras = [_detected(c) for c in cuhk.cameras]
-        write_market_style(cuhk, root / "cuhk03" / mode, data.cuhk03,
-                           list(range(1, data.cuhk03.cameras + 1)), "png", progress)
+        write_market_style(
+            cuhk,
+            root / "cuhk03" / mode,
+            data.cuhk03,
+            list(range(1, data.cuhk03.cameras + 1)),
+            "png",
+            progress,
+        )
     personx = Writer("personx", data.seed, data, data.personx.cameras)
     names = _personx_cameras(data.personx.cameras)
     write_market_style(personx, root / "personx", data.personx, names, "jpg", progress)
-    write_msmt17(Writer("msmt17", data.seed, data, data.msmt17.cameras), root / "msmt17",
-                 data.msmt17, progress)
+    write_msmt17(
+        Writer("msmt17", data.seed, data, data.msmt17.cameras),
+        root / "msmt17",
+        data.msmt17,
+        progress,
+    )
     log.info("synth: wrote %d images under %s", progress.done, root)
 
 
@@ -488,8 +605,10 @@ def _personx_cameras(count: int) -> list[int]:
     from upreid.data.readers import PERSONX_CAMERAS
 
     if count > len(PERSONX_CAMERAS):
-        raise ValueError(f"data.personx.cameras: PersonX has {len(PERSONX_CAMERAS)} cameras "
-                         f"{PERSONX_CAMERAS}, got {count}")
+        raise ValueError(
+            f"data.personx.cameras: PersonX has {len(PERSONX_CAMERAS)} cameras "
+            f"{PERSONX_CAMERAS}, got {count}"
+        )
     return list(PERSONX_CAMERAS[:count])
 
 
@@ -500,8 +619,9 @@ def _detected(cam: Camera) -> Camera:
     return replace(cam, scale_jitter=cam.scale_jitter + 0.08, shift_jitter=cam.shift_jitter + 0.06)
 
 
-def write_contact_sheet(market_root: str | Path, out: str | Path, identities: int = 8,
-                        per_identity: int = 6) -> Path:
+def write_contact_sheet(
+    market_root: str | Path, out: str | Path, identities: int = 8, per_identity: int = 6
+) -> Path:
     """A PNG grid: one row per identity, its images across cameras (query and gallery)."""
     from upreid.data.readers import read_market1501
 
@@ -510,8 +630,10 @@ def write_contact_sheet(market_root: str | Path, out: str | Path, identities: in
     for rec in (*data.query, *data.gallery):
         if rec.pid > 0:
             by_pid.setdefault(rec.pid, []).append(rec)
-    rows = [sorted(v, key=lambda r: (r.camid, r.path))[:per_identity]
-            for _, v in sorted(by_pid.items())[:identities]]
+    rows = [
+        sorted(v, key=lambda r: (r.camid, r.path))[:per_identity]
+        for _, v in sorted(by_pid.items())[:identities]
+    ]
     first = Image.open(rows[0][0].path)
     w, h = first.size
     sheet = Image.new("RGB", (per_identity * (w + 4) + 4, len(rows) * (h + 4) + 4), "white")

@@ -37,12 +37,14 @@ def _normalize() -> list[v2.Transform]:
 
 def test_transform(height: int, width: int) -> v2.Compose:
     """Resize to ``(height, width)`` (bicubic, antialiased), tensor, ImageNet normalisation."""
-    return v2.Compose([
-        v2.Lambda(_rgb, Image.Image),
-        v2.Resize((height, width), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-        *_to_float(),
-        *_normalize(),
-    ])
+    return v2.Compose(
+        [
+            v2.Lambda(_rgb, Image.Image),
+            v2.Resize((height, width), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            *_to_float(),
+            *_normalize(),
+        ]
+    )
 
 
 def train_transform(height: int, width: int, erasing: float = 0.5) -> v2.Compose:
@@ -52,16 +54,18 @@ def train_transform(height: int, width: int, erasing: float = 0.5) -> v2.Compose
     al.: 2-33 % of the area, aspect 0.3-3.3, value 0) applies with probability ``erasing``.
     """
     pad = max(1, round(10 * height / 256))
-    return v2.Compose([
-        v2.Lambda(_rgb, Image.Image),
-        v2.Resize((height, width), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-        *_to_float(),
-        v2.RandomHorizontalFlip(p=0.5),
-        v2.Pad(pad),
-        v2.RandomCrop((height, width)),
-        *_normalize(),
-        v2.RandomErasing(p=erasing),
-    ])
+    return v2.Compose(
+        [
+            v2.Lambda(_rgb, Image.Image),
+            v2.Resize((height, width), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            *_to_float(),
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.Pad(pad),
+            v2.RandomCrop((height, width)),
+            *_normalize(),
+            v2.RandomErasing(p=erasing),
+        ]
+    )
 
 
 def blur_kernel(height: int) -> int:
@@ -69,35 +73,51 @@ def blur_kernel(height: int) -> int:
     return max(3, (height // 10) | 1)
 
 
-def pretrain_augment(height: int, width: int, scale: tuple[float, float] = CROP_SCALE,
-                     ratio: tuple[float, float] = CROP_RATIO,
-                     sigma: tuple[float, float] = BLUR_SIGMA) -> v2.Compose:
+def pretrain_augment(
+    height: int,
+    width: int,
+    scale: tuple[float, float] = CROP_SCALE,
+    ratio: tuple[float, float] = CROP_RATIO,
+    sigma: tuple[float, float] = BLUR_SIGMA,
+) -> v2.Compose:
     """One augmented view (x_q or x_k): LUPerson's MoCo v2 recipe without colour jitter.
 
     RandomResizedCrop to ``(height, width)`` (``scale`` of the area, aspect in ``ratio``,
     bicubic), grayscale p 0.2, Gaussian blur p 0.5 (sigma uniform in ``sigma``), horizontal
     flip, normalise, random erasing p 0.5.
     """
-    return v2.Compose([
-        v2.Lambda(_rgb, Image.Image),
-        v2.RandomResizedCrop((height, width), scale=scale, ratio=ratio,
-                             interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-        *_to_float(),
-        v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([v2.GaussianBlur(blur_kernel(height), sigma=sigma)], p=0.5),
-        v2.RandomHorizontalFlip(p=0.5),
-        *_normalize(),
-        v2.RandomErasing(p=0.5),
-    ])
+    return v2.Compose(
+        [
+            v2.Lambda(_rgb, Image.Image),
+            v2.RandomResizedCrop(
+                (height, width),
+                scale=scale,
+                ratio=ratio,
+                interpolation=v2.InterpolationMode.BICUBIC,
+                antialias=True,
+            ),
+            *_to_float(),
+            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.GaussianBlur(blur_kernel(height), sigma=sigma)], p=0.5),
+            v2.RandomHorizontalFlip(p=0.5),
+            *_normalize(),
+            v2.RandomErasing(p=0.5),
+        ]
+    )
 
 
 class PretrainViews:
     """``(x_o, x_q, x_k)``: the original (resized, normalised) and two independent views, each
     float32 ``(3, height, width)``; the keyword arguments are :func:`pretrain_augment`'s."""
 
-    def __init__(self, height: int, width: int, scale: tuple[float, float] = CROP_SCALE,
-                 ratio: tuple[float, float] = CROP_RATIO,
-                 sigma: tuple[float, float] = BLUR_SIGMA) -> None:
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        scale: tuple[float, float] = CROP_SCALE,
+        ratio: tuple[float, float] = CROP_RATIO,
+        sigma: tuple[float, float] = BLUR_SIGMA,
+    ) -> None:
         self.original = test_transform(height, width)
         self.augment = pretrain_augment(height, width, scale=scale, ratio=ratio, sigma=sigma)
 

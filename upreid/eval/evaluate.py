@@ -19,8 +19,9 @@ from upreid.params import EvalParams
 log = logging.getLogger(__name__)
 
 
-def _readable(records: Sequence[Record], split: str, cache: ImageCache | None
-              ) -> tuple[list[Record], int]:
+def _readable(
+    records: Sequence[Record], split: str, cache: ImageCache | None
+) -> tuple[list[Record], int]:
     """The records whose image decodes, and how many were dropped."""
     good, bad = drop_bad_records(records, cache)
     if bad:
@@ -47,8 +48,14 @@ def _distances(qf: torch.Tensor, gf: torch.Tensor, params: EvalParams) -> torch.
 
 
 def evaluate_with_distances(
-    embed: Embedder, data: ReIDData, params: EvalParams, height: int, width: int,
-    workers: int = 0, cache: ImageCache | None = None, device: torch.device | str = "cpu",
+    embed: Embedder,
+    data: ReIDData,
+    params: EvalParams,
+    height: int,
+    width: int,
+    workers: int = 0,
+    cache: ImageCache | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[dict[str, float | int], np.ndarray, list[Record], list[Record]]:
     """Metrics (percent, see ``evaluate_ranking``) plus ``skipped_images``, the (Q, G) distance
     matrix (NumPy, float32) and the query / gallery records it is indexed by (unreadable images
@@ -58,10 +65,28 @@ def evaluate_with_distances(
     gallery, bad_g = _readable(data.gallery, f"{data.name} gallery", cache)
     if not query or not gallery:
         raise ValueError(f"{data.name}: no readable query or gallery image")
-    qf, q_pids, q_cams = extract_features(embed, query, height, width, params.batch_size,
-                                          params.flip, workers, f"{data.name} query", cache)
-    gf, g_pids, g_cams = extract_features(embed, gallery, height, width, params.batch_size,
-                                          params.flip, workers, f"{data.name} gallery", cache)
+    qf, q_pids, q_cams = extract_features(
+        embed,
+        query,
+        height,
+        width,
+        params.batch_size,
+        params.flip,
+        workers,
+        f"{data.name} query",
+        cache,
+    )
+    gf, g_pids, g_cams = extract_features(
+        embed,
+        gallery,
+        height,
+        width,
+        params.batch_size,
+        params.flip,
+        workers,
+        f"{data.name} gallery",
+        cache,
+    )
     distmat = _distances(qf.to(device), gf.to(device), params)
     metrics = evaluate_ranking(distmat, q_pids, g_pids, q_cams, g_cams, chunk=params.chunk)
     metrics["skipped_images"] = bad_q + bad_g
@@ -69,9 +94,14 @@ def evaluate_with_distances(
 
 
 def evaluate(
-    embed: Embedder, data: ReIDData, params: EvalParams, height: int, width: int,
-    workers: int = 0, cache: ImageCache | None = None, device: torch.device | str = "cpu",
+    embed: Embedder,
+    data: ReIDData,
+    params: EvalParams,
+    height: int,
+    width: int,
+    workers: int = 0,
+    cache: ImageCache | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, float | int]:
     """The metrics of :func:`evaluate_with_distances`."""
-    return evaluate_with_distances(embed, data, params, height, width, workers, cache,
-                                   device)[0]
+    return evaluate_with_distances(embed, data, params, height, width, workers, cache, device)[0]

@@ -33,8 +33,15 @@ def embed_batch(embed: Embedder, images: Tensor, flip: bool = False) -> Tensor:
 
 
 def extract_features(
-    embed: Embedder, records: Sequence[Record], height: int, width: int, batch_size: int = 128,
-    flip: bool = False, workers: int = 0, desc: str = "extract", cache: ImageCache | None = None,
+    embed: Embedder,
+    records: Sequence[Record],
+    height: int,
+    width: int,
+    batch_size: int = 128,
+    flip: bool = False,
+    workers: int = 0,
+    desc: str = "extract",
+    cache: ImageCache | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Features (N, D) float32 L2-normalised, pids (N,) and camids (N,) of ``records``, in order.
 
@@ -45,16 +52,24 @@ def extract_features(
     is given.
     """
     dataset = ImageDataset(records, test_transform(height, width), cache)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate, pin_memory=torch.cuda.is_available())
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+    )
     progress = Progress(len(dataset), desc, unit="img", every=10.0)
     feats, pids, camids = [], [], []
     expected = 0
     for images, pid, camid, index in loader:
         wanted = torch.arange(expected, expected + len(index))
         if not torch.equal(index, wanted):
-            raise RuntimeError(f"{desc}: unreadable image(s) among records {wanted.tolist()}; "
-                               "filter them with drop_bad_records first")
+            raise RuntimeError(
+                f"{desc}: unreadable image(s) among records {wanted.tolist()}; "
+                "filter them with drop_bad_records first"
+            )
         expected += len(index)
         feats.append(embed_batch(embed, images, flip))
         pids.append(pid)

@@ -50,15 +50,19 @@ def _labels(distmat: torch.Tensor, *labels: ArrayLike) -> list[torch.Tensor]:
     """Labels as int64 tensors on the device of distmat, shapes checked against it (Q, G)."""
     out = [_as_tensor(x).reshape(-1).to(device=distmat.device, dtype=torch.int64) for x in labels]
     num_q, num_g = distmat.shape
-    for name, t, n in zip(("q_pids", "g_pids", "q_camids", "g_camids"), out,
-                          (num_q, num_g, num_q, num_g)):
+    for name, t, n in zip(
+        ("q_pids", "g_pids", "q_camids", "g_camids"), out, (num_q, num_g, num_q, num_g)
+    ):
         if t.numel() != n:
             raise ValueError(f"{name} has {t.numel()} entries, distmat {tuple(distmat.shape)}")
     return out
 
 
 def _same_pid_entries(
-    dist: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor, q_cams: torch.Tensor,
+    dist: torch.Tensor,
+    q_pids: torch.Tensor,
+    g_pids: torch.Tensor,
+    q_cams: torch.Tensor,
     g_cams: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gallery entries sharing each query's pid, padded to P per row.
@@ -109,8 +113,12 @@ def _positions(dist: torch.Tensor, thr: torch.Tensor, gidx: torch.Tensor) -> tor
 
 
 def _chunk_stats(
-    dist: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor, q_cams: torch.Tensor,
-    g_cams: torch.Tensor, ranks: Sequence[int],
+    dist: torch.Tensor,
+    q_pids: torch.Tensor,
+    g_pids: torch.Tensor,
+    q_cams: torch.Tensor,
+    g_cams: torch.Tensor,
+    ranks: Sequence[int],
 ) -> torch.Tensor:
     """Summed statistics of a chunk of queries.
 
@@ -151,8 +159,13 @@ def _summary(sums: np.ndarray, num_q: int, ranks: Sequence[int]) -> dict[str, fl
 
 
 def evaluate_ranking(
-    distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike,
-    g_camids: ArrayLike, max_rank: int = 20, chunk: int = 512,
+    distmat: ArrayLike,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    max_rank: int = 20,
+    chunk: int = 512,
 ) -> dict[str, float | int]:
     """mAP, mINP and CMC (percent) of a (Q, G) distance matrix, Market-1501 protocol.
 
@@ -178,15 +191,20 @@ def evaluate_ranking(
 
 
 def reference_evaluate(
-    distmat: np.ndarray, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike,
-    g_camids: ArrayLike, max_rank: int = 20,
+    distmat: np.ndarray,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    max_rank: int = 20,
 ) -> dict[str, float | int]:
     """Per-query NumPy evaluator, written the widely used way (torchreid's and fast-reid's
     ``eval_market1501``, including their per-element precision list): same protocol, keys and
     units as `evaluate_ranking`. distmat: (Q, G); full stable argsort, then a Python loop over
     queries. It is the benchmark's and the tests' reference, not a code path of the project."""
-    q_pids, g_pids, q_camids, g_camids = (np.asarray(x) for x in (q_pids, g_pids, q_camids,
-                                                                   g_camids))
+    q_pids, g_pids, q_camids, g_camids = (
+        np.asarray(x) for x in (q_pids, g_pids, q_camids, g_camids)
+    )
     ranks = [k for k in CMC_RANKS if k <= max_rank]
     indices = np.argsort(distmat, axis=1, kind="stable")
     matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)

@@ -24,8 +24,9 @@ def gallery_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"gallery folder not found: {folder}")
-    files = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if not files:
         raise FileNotFoundError(f"no jpg/jpeg/png image under gallery folder {folder}")
     return files
@@ -43,8 +44,14 @@ def _query_feature(embed: Embedder, query: Path, height: int, width: int) -> tor
 
 
 def search(
-    embed: Embedder, query: str | Path, gallery: str | Path, height: int, width: int,
-    topk: int = 10, batch_size: int = 128, device: torch.device | str = "cpu",
+    embed: Embedder,
+    query: str | Path,
+    gallery: str | Path,
+    height: int,
+    width: int,
+    topk: int = 10,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
 ) -> list[tuple[str, float]]:
     """The ``topk`` images of the ``gallery`` folder nearest to the ``query`` image, as
     ``(path, cosine distance)`` in ascending distance (ties by path). Unreadable gallery images

@@ -29,13 +29,17 @@ def pick_queries(num: int, count: int) -> list[int]:
     return [int(i) for i in np.linspace(0, num - 1, count).round()]
 
 
-def ranked_gallery(distmat: np.ndarray, row: int, query: Record, gallery: Sequence[Record],
-                   topk: int) -> list[int]:
+def ranked_gallery(
+    distmat: np.ndarray, row: int, query: Record, gallery: Sequence[Record], topk: int
+) -> list[int]:
     """The ``topk`` nearest gallery indices of query ``row``, junk (same pid and camera) left
     out, ties broken by gallery index."""
     order = np.argsort(distmat[row], kind="stable")
-    keep = [int(j) for j in order
-            if not (gallery[j].pid == query.pid and gallery[j].camid == query.camid)]
+    keep = [
+        int(j)
+        for j in order
+        if not (gallery[j].pid == query.pid and gallery[j].camid == query.camid)
+    ]
     return keep[:topk]
 
 
@@ -60,16 +64,23 @@ def cell_origin(col: int, row: int, size: tuple[int, int]) -> tuple[int, int]:
 
 
 def ranked_list_png(
-    distmat: np.ndarray, query: Sequence[Record], gallery: Sequence[Record], out: str | Path,
-    num_queries: int = 8, topk: int = 10, thumb: tuple[int, int] = (64, 128),
+    distmat: np.ndarray,
+    query: Sequence[Record],
+    gallery: Sequence[Record],
+    out: str | Path,
+    num_queries: int = 8,
+    topk: int = 10,
+    thumb: tuple[int, int] = (64, 128),
 ) -> Path:
     """Write a grid, one row per query (evenly spaced, deterministic): the query in a blue frame,
     then its top-k gallery images by distance in green (same pid) or red (other pid) frames,
     with rank and distance below. distmat: (Q, G). Returns ``out``."""
     distmat = np.asarray(distmat)
     if distmat.shape != (len(query), len(gallery)):
-        raise ValueError(f"distmat {distmat.shape} does not match {len(query)} queries "
-                         f"x {len(gallery)} gallery images")
+        raise ValueError(
+            f"distmat {distmat.shape} does not match {len(query)} queries "
+            f"x {len(gallery)} gallery images"
+        )
     rows = pick_queries(len(query), num_queries)
     width, _ = cell_origin(topk + 1, 0, thumb)
     _, height = cell_origin(0, len(rows), thumb)

@@ -47,8 +47,9 @@ def symmetric_partner(n: int, device: torch.device | None = None) -> Tensor:
     return torch.arange(n, device=device) ^ 1
 
 
-def select_partner(scheme: str, q: Tensor, k: Tensor,
-                   generator: torch.Generator | None = None) -> Tensor:
+def select_partner(
+    scheme: str, q: Tensor, k: Tensor, generator: torch.Generator | None = None
+) -> Tensor:
     """Index of the mined positive of each patch (Appendix D), (N, B).
 
     q, k: (N, B, D) online and key patch features. ``symmetric``: the horizontally symmetric
@@ -63,8 +64,9 @@ def select_partner(scheme: str, q: Tensor, k: Tensor,
         return (torch.arange(n, device=q.device)[:, None] + offset) % n
     if scheme == "online":
         sim = torch.einsum("ibd,jbd->ibj", q.detach(), k)  # (N, B, N): q_i . k_j
-        sim = sim.masked_fill(torch.eye(n, dtype=torch.bool, device=q.device)[:, None, :],
-                              float("inf"))
+        sim = sim.masked_fill(
+            torch.eye(n, dtype=torch.bool, device=q.device)[:, None, :], float("inf")
+        )
         return sim.argmin(dim=2)
     raise ValueError(f"unknown positive scheme {scheme!r}; valid are {list(SCHEMES)}")
 
@@ -75,8 +77,9 @@ def patch_positives(k: Tensor, partner: Tensor) -> Tensor:
     return torch.stack([k, mined], dim=2)
 
 
-def rbf_mmd2(x: Tensor, y: Tensor, scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
-             ) -> Tensor:
+def rbf_mmd2(
+    x: Tensor, y: Tensor, scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+) -> Tensor:
     """Squared MMD between samples ``x`` (M, F) and ``y`` (M', F), Eq. 4, biased estimator.
 
     Multi-kernel RBF (Gretton et al. 2012): ``k(a, b) = sum_s exp(-|a-b|^2 / (s * h))`` with ``h``

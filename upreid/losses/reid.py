@@ -63,8 +63,9 @@ def batch_hard_triplet(features: Tensor, targets: Tensor, margin: float) -> Tens
 
 
 @full_precision
-def reid_loss(out: ReIDOutput, targets: Tensor, label_smoothing: float,
-              margin: float) -> tuple[Tensor, dict[str, Tensor]]:
+def reid_loss(
+    out: ReIDOutput, targets: Tensor, label_smoothing: float, margin: float
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Mean CE over ``out.logits`` plus mean triplet over ``out.triplet`` (skipped when empty).
 
     Args:
@@ -76,11 +77,13 @@ def reid_loss(out: ReIDOutput, targets: Tensor, label_smoothing: float,
     Returns:
         ``(loss, parts)`` with the scalar loss and detached ``{"ce", "triplet"}`` parts.
     """
-    ce = torch.stack([cross_entropy_ls(z.float(), targets, label_smoothing)
-                      for z in out.logits]).mean()
+    ce = torch.stack(
+        [cross_entropy_ls(z.float(), targets, label_smoothing) for z in out.logits]
+    ).mean()
     if out.triplet:
-        tri = torch.stack([batch_hard_triplet(f.float(), targets, margin)
-                           for f in out.triplet]).mean()
+        tri = torch.stack(
+            [batch_hard_triplet(f.float(), targets, margin) for f in out.triplet]
+        ).mean()
     else:
         tri = ce.new_zeros(())
     return ce + tri, {"ce": ce.detach(), "triplet": tri.detach()}

@@ -100,18 +100,26 @@ def normalize_backbone_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torc
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        for prefix in ("module.encoder_q.", "encoder_q.", "module.backbone.", "backbone.",
-                       "module.", ""):
+        for prefix in (
+            "module.encoder_q.",
+            "encoder_q.",
+            "module.backbone.",
+            "backbone.",
+            "module.",
+            "",
+        ):
             if key.startswith(prefix):
-                name = key[len(prefix):]
+                name = key[len(prefix) :]
                 break
         if key.startswith(("module.encoder_k.", "encoder_k.", "queue")):
             continue
         if name.startswith(TRUNK_PREFIXES):
             out[name] = value
     if not out:
-        raise ValueError("no ResNet trunk weights found (expected keys such as conv1.weight, "
-                         "backbone.conv1.weight or module.encoder_q.conv1.weight)")
+        raise ValueError(
+            "no ResNet trunk weights found (expected keys such as conv1.weight, "
+            "backbone.conv1.weight or module.encoder_q.conv1.weight)"
+        )
     return out
 
 
@@ -127,8 +135,11 @@ def load_backbone_file(trunk: ResNetTrunk, path: str | Path) -> dict[str, torch.
     blob = torch.load(path, map_location="cpu", weights_only=True)  # data, never code
     for key in ("backbone", "state_dict", "model"):
         if isinstance(blob, Mapping) and isinstance(blob.get(key), Mapping):
-            blob = blob[key] if key != "backbone" else {f"backbone.{k}": v
-                                                        for k, v in blob[key].items()}
+            blob = (
+                blob[key]
+                if key != "backbone"
+                else {f"backbone.{k}": v for k, v in blob[key].items()}
+            )
             break
     if not isinstance(blob, Mapping):
         raise ValueError(f"{path}: not a state dict (a {type(blob).__name__})")
@@ -137,14 +148,21 @@ def load_backbone_file(trunk: ResNetTrunk, path: str | Path) -> dict[str, torch.
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
     own = trunk.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
-             if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in weights.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
     if wrong:
-        raise ValueError(f"{path}: weights do not fit {trunk.arch}: shapes differ for "
-                         f"{wrong[:3]} (file vs model; is the file for another ResNet?)")
+        raise ValueError(
+            f"{path}: weights do not fit {trunk.arch}: shapes differ for "
+            f"{wrong[:3]} (file vs model; is the file for another ResNet?)"
+        )
     missing, unexpected = trunk.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit {trunk.arch}: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"{path}: weights do not fit {trunk.arch}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
     return weights

@@ -29,7 +29,7 @@ class BatchDrop(nn.Module):
         top = int(torch.randint(0, h - rh + 1, (1,)))
         left = int(torch.randint(0, w - rw + 1, (1,)))
         mask = x.new_ones(h, w)
-        mask[top:top + rh, left:left + rw] = 0
+        mask[top : top + rh, left : left + rw] = 0
         return x * mask  # (H, W) mask broadcast over batch and channels
 
 
@@ -42,8 +42,15 @@ class BDB(nn.Module):
     ``(B, global_dim + part_dim)``.
     """
 
-    def __init__(self, arch: str, num_classes: int, h_ratio: float = 0.33, w_ratio: float = 1.0,
-                 global_dim: int = 512, part_dim: int = 1024) -> None:
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int,
+        h_ratio: float = 0.33,
+        w_ratio: float = 1.0,
+        global_dim: int = 512,
+        part_dim: int = 1024,
+    ) -> None:
         super().__init__()
         self.backbone = build_backbone(arch, last_stride=1)
         in_dim = FEATURE_DIMS[arch]
@@ -52,10 +59,12 @@ class BDB(nn.Module):
         self.part_block = Bottleneck(in_dim, in_dim // Bottleneck.expansion)
         self.part_block.apply(weights_init_kaiming)
         self.drop = BatchDrop(h_ratio, w_ratio)
-        self.reductions = nn.ModuleList([Reduction(in_dim, global_dim),
-                                         Reduction(in_dim, part_dim)])
-        self.classifiers = nn.ModuleList([make_classifier(global_dim, num_classes),
-                                          make_classifier(part_dim, num_classes)])
+        self.reductions = nn.ModuleList(
+            [Reduction(in_dim, global_dim), Reduction(in_dim, part_dim)]
+        )
+        self.classifiers = nn.ModuleList(
+            [make_classifier(global_dim, num_classes), make_classifier(part_dim, num_classes)]
+        )
         self.embedding_dim = global_dim + part_dim
 
     def init_branches(self) -> None:
@@ -63,8 +72,10 @@ class BDB(nn.Module):
 
     def forward(self, x: Tensor) -> ReIDOutput:
         fmap = self.backbone(x)  # (B, C, H, W)
-        pooled = [fmap.mean(dim=(2, 3)),  # (B, C) global average
-                  self.drop(self.part_block(fmap)).amax(dim=(2, 3))]  # (B, C) part max
+        pooled = [
+            fmap.mean(dim=(2, 3)),  # (B, C) global average
+            self.drop(self.part_block(fmap)).amax(dim=(2, 3)),
+        ]  # (B, C) part max
         feats = [red(v) for red, v in zip(self.reductions, pooled)]  # (B, 512), (B, 1024)
         logits = [fc(f) for fc, f in zip(self.classifiers, feats)]
         return ReIDOutput(logits=logits, triplet=feats, embedding=torch.cat(feats, dim=1))

@@ -63,8 +63,14 @@ def load_model(path: str | Path, default_size: tuple[int, int] = (256, 128)) -> 
         model.init_branches()
         model.load_state_dict(meta["model"])
         model.eval()
-        return LoadedModel(model, model.backbone, meta["height"], meta["width"],
-                           lambda out: out.embedding, meta["method"])
+        return LoadedModel(
+            model,
+            model.backbone,
+            meta["height"],
+            meta["width"],
+            lambda out: out.embedding,
+            meta["method"],
+        )
     trunk = build_backbone(meta.get("arch", "resnet50"))
     load_backbone_file(trunk, path)
     pooled = PooledTrunk(trunk).eval()

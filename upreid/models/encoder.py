@@ -21,8 +21,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.backbone = build_backbone(arch)
         width = FEATURE_DIMS[arch]
-        self.projector = nn.Sequential(nn.Linear(width, hidden_dim), nn.ReLU(inplace=True),
-                                       nn.Linear(hidden_dim, dim))
+        self.projector = nn.Sequential(
+            nn.Linear(width, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, dim)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         pooled = self.backbone(x).mean(dim=(2, 3))  # (B, C)
@@ -48,8 +49,9 @@ class Queues(nn.Module):
     """``count`` FIFO ring buffers of ``size`` L2-normalised ``dim``-d keys, as module buffers
     (they travel with checkpoints and devices)."""
 
-    def __init__(self, count: int, size: int, dim: int, generator: torch.Generator | None = None
-                 ) -> None:
+    def __init__(
+        self, count: int, size: int, dim: int, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
         init = F.normalize(torch.randn(count, size, dim, generator=generator), dim=2)
         self.register_buffer("keys", init)  # (count, size, dim)

@@ -71,8 +71,9 @@ class Reduction(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, out_dim, bias=False),
-                                 nn.BatchNorm1d(out_dim), nn.ReLU(inplace=True))
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, out_dim, bias=False), nn.BatchNorm1d(out_dim), nn.ReLU(inplace=True)
+        )
         self.net.apply(weights_init_kaiming)
 
     def forward(self, x: Tensor) -> Tensor:

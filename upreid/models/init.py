@@ -21,11 +21,15 @@ def check_init(init: str, weights: str | Path | None) -> None:
     if weights is None:
         raise ValueError(f"init {init!r} needs a weights file")
     if not Path(weights).is_file():
-        hint = ("give the path of an existing weights file" if init == "file" else
-                "put a torchvision ResNet ImageNet state dict there (e.g. the file "
-                "torchvision downloads for resnet50(weights='IMAGENET1K_V1')) or change "
-                "finetune.insup_weights in params.yaml" if init == "insup"
-                else "run the pre-training stage first (dvc repro, or upreid pretrain)")
+        hint = (
+            "give the path of an existing weights file"
+            if init == "file"
+            else "put a torchvision ResNet ImageNet state dict there (e.g. the file "
+            "torchvision downloads for resnet50(weights='IMAGENET1K_V1')) or change "
+            "finetune.insup_weights in params.yaml"
+            if init == "insup"
+            else "run the pre-training stage first (dvc repro, or upreid pretrain)"
+        )
         raise FileNotFoundError(f"init {init!r}: weights file not found: {weights}; {hint}")
 
 

@@ -23,8 +23,13 @@ class MGN(nn.Module):
     unused in forward) that :meth:`init_branches` copies into the branches after loading.
     """
 
-    def __init__(self, arch: str, num_classes: int, stripes: tuple[int, ...] = (1, 2, 3),
-                 reduced_dim: int = 256) -> None:
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int,
+        stripes: tuple[int, ...] = (1, 2, 3),
+        reduced_dim: int = 256,
+    ) -> None:
         super().__init__()
         self.backbone = build_backbone(arch, last_stride=2)
         self.stripes = stripes
@@ -36,7 +41,8 @@ class MGN(nn.Module):
         in_dim = FEATURE_DIMS[arch]
         self.reductions = nn.ModuleList(Reduction(in_dim, reduced_dim) for _ in range(num_feats))
         self.classifiers = nn.ModuleList(
-            make_classifier(reduced_dim, num_classes) for _ in range(num_feats))
+            make_classifier(reduced_dim, num_classes) for _ in range(num_feats)
+        )
         self.embedding_dim = num_feats * reduced_dim
 
     def init_branches(self) -> None:

@@ -19,9 +19,17 @@ class MoCo(nn.Module):
     original ``x_o`` is unused here (UP-ReID uses it).
     """
 
-    def __init__(self, arch: str, dim: int, hidden_dim: int, queue_size: int,
-                 ema_momentum: float, tau_global: float, bn_splits: int = 1, seed: int = 0
-                 ) -> None:
+    def __init__(
+        self,
+        arch: str,
+        dim: int,
+        hidden_dim: int,
+        queue_size: int,
+        ema_momentum: float,
+        tau_global: float,
+        bn_splits: int = 1,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.online = Encoder(arch, hidden_dim, dim)
         self.ema = copy.deepcopy(self.online)

@@ -16,8 +16,9 @@ class PCB(nn.Module):
     ``(B, num_parts * reduced_dim)`` (1536 by default).
     """
 
-    def __init__(self, arch: str, num_classes: int, num_parts: int = 6,
-                 reduced_dim: int = 256) -> None:
+    def __init__(
+        self, arch: str, num_classes: int, num_parts: int = 6, reduced_dim: int = 256
+    ) -> None:
         super().__init__()
         self.backbone = build_backbone(arch, last_stride=1)
         self.num_parts = num_parts
@@ -26,7 +27,8 @@ class PCB(nn.Module):
         in_dim = FEATURE_DIMS[arch]
         self.reductions = nn.ModuleList(Reduction(in_dim, reduced_dim) for _ in range(num_parts))
         self.classifiers = nn.ModuleList(
-            make_classifier(reduced_dim, num_classes) for _ in range(num_parts))
+            make_classifier(reduced_dim, num_classes) for _ in range(num_parts)
+        )
 
     def init_branches(self) -> None:
         """No-op: PCB has no branch copies of the trunk."""

@@ -34,13 +34,30 @@ class UPReID(MoCo):
     positives, per-position queues), ``patches`` (N), ``positive`` (Appendix D scheme).
     With ``cc`` and ``icc`` off it is exactly MoCo."""
 
-    def __init__(self, arch: str, dim: int, hidden_dim: int, queue_size: int,
-                 ema_momentum: float, tau_global: float, tau_patch: float, tau_cc: float,
-                 lambda_global: float, lambda_patch: float, lambda_cc: float, cc: bool, icc: bool,
-                 hm: bool, patches: int, positive: str, bn_splits: int = 1, seed: int = 0
-                 ) -> None:
-        super().__init__(arch, dim, hidden_dim, queue_size, ema_momentum, tau_global, bn_splits,
-                         seed)
+    def __init__(
+        self,
+        arch: str,
+        dim: int,
+        hidden_dim: int,
+        queue_size: int,
+        ema_momentum: float,
+        tau_global: float,
+        tau_patch: float,
+        tau_cc: float,
+        lambda_global: float,
+        lambda_patch: float,
+        lambda_cc: float,
+        cc: bool,
+        icc: bool,
+        hm: bool,
+        patches: int,
+        positive: str,
+        bn_splits: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            arch, dim, hidden_dim, queue_size, ema_momentum, tau_global, bn_splits, seed
+        )
         self.tau_patch, self.tau_cc = tau_patch, tau_cc
         self.lambda_global, self.lambda_patch = lambda_global, lambda_patch
         self.lambda_cc = lambda_cc

@@ -47,15 +47,19 @@ def _denormalise(image: torch.Tensor) -> np.ndarray:
     return (image * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def explain_png(models: Mapping[str, tuple[ResNetTrunk, int, int]], images: Sequence[str | Path],
-                out_png: str | Path) -> Path:
+def explain_png(
+    models: Mapping[str, tuple[ResNetTrunk, int, int]],
+    images: Sequence[str | Path],
+    out_png: str | Path,
+) -> Path:
     """One row per image: the image, then each model's response map over it."""
     images = list(images)
     if not images:
         raise ValueError("explain: no images given")
     cols = 1 + len(models)
-    fig, axes = plt.subplots(len(images), cols, figsize=(1.6 * cols, 3.0 * len(images)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(images), cols, figsize=(1.6 * cols, 3.0 * len(images)), squeeze=False
+    )
     for row, path in zip(axes, images, strict=True):
         pil = read_image(str(path))
         for ax in row:

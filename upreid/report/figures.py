@@ -14,9 +14,16 @@ from upreid import tracking
 if TYPE_CHECKING:
     from upreid.report.tables import Runs
 
-LABELS = {"scratch": "Scratch", "insup": "INSUP", "moco": "Moco", "upreid": "UP-ReID",
-          "cc": "Baseline w CC", "icc": "Baseline w ICC", "random": "random positive",
-          "online": "online positive"}
+LABELS = {
+    "scratch": "Scratch",
+    "insup": "INSUP",
+    "moco": "Moco",
+    "upreid": "UP-ReID",
+    "cc": "Baseline w CC",
+    "icc": "Baseline w ICC",
+    "random": "random positive",
+    "online": "online positive",
+}
 INITS = ("scratch", "insup", "moco", "upreid")
 # name -> (method, datasets, inits): Figure 4 BDB, Figure 6 MGN, Figure 5 MGN ablations on CUHK03.
 CURVES = {
@@ -44,8 +51,9 @@ def write_curves(runs: Runs, folder: Path, root: str | Path = ".") -> list[str]:
                 points = _history(runs, f"finetune/{method}/{dataset}/{init}/s0", "mAP", root)
                 if points:
                     ax.plot(*zip(*points, strict=False), marker="o", label=LABELS[init])
-            ax.set(title=f"{method.upper()} {dataset}", xlabel="fine-tuning epoch",
-                   ylabel="mAP (%)")
+            ax.set(
+                title=f"{method.upper()} {dataset}", xlabel="fine-tuning epoch", ylabel="mAP (%)"
+            )
             _finish(ax)
         written.append(_save(fig, folder / f"{name}.png"))
     fig = Figure(figsize=(5, 3.2))
@@ -88,10 +96,12 @@ def run_curves(history: list[dict[str, float]], path: Path) -> str:
     for ax, keys in zip(axes[0], panels, strict=False):
         for key in keys:
             points = [(row["step"], row[key]) for row in history if key in row]
-            ax.plot(*zip(*points, strict=False), marker="o" if len(points) < 30 else None,
-                    label=key)
-        ax.set(xlabel="step (epoch for fine-tuning and SpCL)",
-               ylabel="loss" if keys is losses else "%")
+            ax.plot(
+                *zip(*points, strict=False), marker="o" if len(points) < 30 else None, label=key
+            )
+        ax.set(
+            xlabel="step (epoch for fine-tuning and SpCL)", ylabel="loss" if keys is losses else "%"
+        )
         _finish(ax)
     if not panels:
         _finish(axes[0][0])

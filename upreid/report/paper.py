@@ -25,15 +25,21 @@ TABLE2: dict[str, dict[str, tuple[float, float]]] = {
 }
 # Table 4 (MGN, CUHK03): variant -> (mAP, R1).
 TABLE4: dict[str, tuple[float, float]] = {
-    "moco": (74.7, 75.4), "cc": (79.1, 80.2), "icc": (81.4, 83.6), "upreid": (85.3, 87.6),
+    "moco": (74.7, 75.4),
+    "cc": (79.1, 80.2),
+    "icc": (81.4, 83.6),
+    "upreid": (85.3, 87.6),
 }
 # Table 5 (MGN, CUHK03): variant -> (mAP, R1, R5).
 TABLE5: dict[str, tuple[float, float, float]] = {
-    "nohm": (80.7, 83.1, 93.1), "upreid": (85.3, 87.6, 95.4),
+    "nohm": (80.7, 83.1, 93.1),
+    "upreid": (85.3, 87.6, 95.4),
 }
 # Table 6 (MGN, CUHK03): variant -> (mAP, R1, R5).
 TABLE6: dict[str, tuple[float, float, float]] = {
-    "n4": (81.3, 83.1, 92.6), "n12": (80.7, 82.2, 92.4), "upreid": (85.3, 87.6, 95.4),
+    "n4": (81.3, 83.1, 92.6),
+    "n12": (80.7, 82.2, 92.4),
+    "upreid": (85.3, 87.6, 95.4),
 }
 # Table 7 (PCB): init -> dataset -> (mAP, R1).
 TABLE7: dict[str, dict[str, tuple[float, float]]] = {
@@ -65,6 +71,15 @@ TABLE8: dict[str, tuple[float | None, ...]] = {
     "PAT (CVPR'21)": (NA, NA, 88.0, 95.4, NA, NA),
     "MGN + UP-ReID (paper)": (85.3, 87.6, 91.1, 97.1, 63.3, 84.3),
 }
-TABLE3_ROWS = tuple(k for k in TABLE8 if k not in ("MGN (ACM MM'18)", "ABDNet (ICCV'19)",
-                                                   "BDB (ICCV'19)", "DGNet (CVPR'19)",
-                                                   "PGFL-KD (ICCV'21)"))
+TABLE3_ROWS = tuple(
+    k
+    for k in TABLE8
+    if k
+    not in (
+        "MGN (ACM MM'18)",
+        "ABDNet (ICCV'19)",
+        "BDB (ICCV'19)",
+        "DGNet (CVPR'19)",
+        "PGFL-KD (ICCV'21)",
+    )
+)

@@ -23,8 +23,12 @@ from upreid.report import paper
 from upreid.report.figures import write_curves
 
 INIT_NAMES = {"scratch": "Scratch", "insup": "INSUP", "moco": "Moco", "upreid": "UP-ReID"}
-DATASET_NAMES = {"cuhk03": "CUHK03", "market1501": "Market1501", "personx": "PersonX",
-                 "msmt17": "MSMT17"}
+DATASET_NAMES = {
+    "cuhk03": "CUHK03",
+    "market1501": "Market1501",
+    "personx": "PersonX",
+    "msmt17": "MSMT17",
+}
 METHOD_NAMES = {"bdb": "BDB", "bot": "BoT", "mgn": "MGN", "pcb": "PCB"}
 ABSENT = "absent"
 
@@ -58,16 +62,22 @@ class Runs:
         self.runs = runs
 
     def value(self, prefix: str, metric: str) -> Value:
-        vals = [r.metrics[metric] for k, r in sorted(self.runs.items())
-                if (k == prefix or k.startswith(prefix + "/s")) and metric in r.metrics]
+        vals = [
+            r.metrics[metric]
+            for k, r in sorted(self.runs.items())
+            if (k == prefix or k.startswith(prefix + "/s")) and metric in r.metrics
+        ]
         return Value(tuple(vals))
 
     def finetune(self, method: str, dataset: str, init: str, metric: str) -> Value:
         return self.value(f"finetune/{method}/{dataset}/{init}", metric)
 
     def ids(self, prefix: str) -> list[str]:
-        return [r.run_id for k, r in sorted(self.runs.items())
-                if k == prefix or k.startswith(prefix + "/s")]
+        return [
+            r.run_id
+            for k, r in sorted(self.runs.items())
+            if k == prefix or k.startswith(prefix + "/s")
+        ]
 
 
 def _fmt(x: float | None) -> str:
@@ -140,8 +150,11 @@ def table1(runs: Runs, inits: Sequence[str]) -> Table:
             rows.append(row)
         for d in datasets:
             label = f"{METHOD_NAMES[method]} {DATASET_NAMES[d]} mAP, UP-ReID > Moco"
-            line, holds = _ordering(label, runs.finetune(method, d, "upreid", "mAP"),
-                                    runs.finetune(method, d, "moco", "mAP"))
+            line, holds = _ordering(
+                label,
+                runs.finetune(method, d, "upreid", "mAP"),
+                runs.finetune(method, d, "moco", "mAP"),
+            )
             gain_paper = paper.TABLE1_R1_GAIN.get(method, {}).get(d)
             up, mo = (runs.finetune(method, d, i, "rank1").mean for i in ("upreid", "moco"))
             if gain_paper is not None and up is not None and mo is not None:
@@ -149,21 +162,30 @@ def table1(runs: Runs, inits: Sequence[str]) -> Table:
             notes.append(line)
             tally.append(holds)
     notes.insert(0, _tally("UP-ReID > Moco (mAP)", tally))
-    notes.append("The paper's Table 1 is an image; its text gives the MGN + UP-ReID cells "
-                 "(Table 8) and the Rank-1 gains over Moco quoted here. INSUP needs an ImageNet "
-                 f"weights file; the profile's inits are {list(inits)}.")
+    notes.append(
+        "The paper's Table 1 is an image; its text gives the MGN + UP-ReID cells "
+        "(Table 8) and the Rank-1 gains over Moco quoted here. INSUP needs an ImageNet "
+        f"weights file; the profile's inits are {list(inits)}."
+    )
     return Table("table1", "Table 1: supervised fine-tuning (mAP/Rank-1)", header, rows, notes)
 
 
 def _tally(what: str, results: Sequence[bool | None]) -> str:
     known = [r for r in results if r is not None]
-    return (f"Overall, {what} holds in {sum(known)} of {len(known)} measured cells "
-            f"({len(results) - len(known)} not measured).")
+    return (
+        f"Overall, {what} holds in {sum(known)} of {len(known)} measured cells "
+        f"({len(results) - len(known)} not measured)."
+    )
 
 
 def table2(runs: Runs) -> Table:
-    header = ["Init", "M mAP (ours | paper)", "M R1 (ours | paper)",
-              "P->M mAP (ours | paper)", "P->M R1 (ours | paper)"]
+    header = [
+        "Init",
+        "M mAP (ours | paper)",
+        "M R1 (ours | paper)",
+        "P->M mAP (ours | paper)",
+        "P->M R1 (ours | paper)",
+    ]
     rows = []
     for init in ("scratch", "insup", "moco", "upreid"):
         row = [INIT_NAMES[init]]
@@ -173,53 +195,94 @@ def table2(runs: Runs) -> Table:
                 v = runs.value(f"spcl/{setting}/{init}", metric)
                 row.append(f"{v.text()} | {_fmt(pub[j]) if pub else 'n/a'}")
         rows.append(row)
-    notes = [_ordering(f"SpCL {s} mAP, UP-ReID > Moco", runs.value(f"spcl/{s}/upreid", "mAP"),
-                       runs.value(f"spcl/{s}/moco", "mAP"))[0] for s in ("M", "P2M")]
+    notes = [
+        _ordering(
+            f"SpCL {s} mAP, UP-ReID > Moco",
+            runs.value(f"spcl/{s}/upreid", "mAP"),
+            runs.value(f"spcl/{s}/moco", "mAP"),
+        )[0]
+        for s in ("M", "P2M")
+    ]
     for setting in ("M", "P2M"):  # what adaptation itself adds to each init
         for init in ("scratch", "insup", "moco", "upreid"):
-            line, _ = _ordering(f"SpCL {setting} from {INIT_NAMES[init]}, adapted > before",
-                                runs.value(f"spcl/{setting}/{init}", "mAP"),
-                                runs.value(f"spcl/{setting}/{init}", "init_mAP"))
+            line, _ = _ordering(
+                f"SpCL {setting} from {INIT_NAMES[init]}, adapted > before",
+                runs.value(f"spcl/{setting}/{init}", "mAP"),
+                runs.value(f"spcl/{setting}/{init}", "init_mAP"),
+            )
             if "not measured" not in line:
                 notes.append(line)
-    return Table("table2", "Table 2: SpCL, unsupervised (M) and PersonX -> Market1501 (P->M)",
-                 header, rows, notes)
+    return Table(
+        "table2",
+        "Table 2: SpCL, unsupervised (M) and PersonX -> Market1501 (P->M)",
+        header,
+        rows,
+        notes,
+    )
 
 
-def _ablation(runs: Runs, name: str, title: str, variants: dict[str, str],
-              published: dict[str, tuple[float, ...]], metrics: Sequence[str]) -> Table:
+def _ablation(
+    runs: Runs,
+    name: str,
+    title: str,
+    variants: dict[str, str],
+    published: dict[str, tuple[float, ...]],
+    metrics: Sequence[str],
+) -> Table:
     method, dataset = ABLATION_STAGE
     header = ["Model"] + [f"{m} (ours | paper)" for m in metrics]
     rows = []
     for variant, label in variants.items():
         pub = published.get(variant)
-        rows.append([label] + [f"{runs.finetune(method, dataset, variant, m).text()} | "
-                               f"{_fmt(pub[j]) if pub and j < len(pub) else 'n/a'}"
-                               for j, m in enumerate(metrics)])
+        rows.append(
+            [label]
+            + [
+                f"{runs.finetune(method, dataset, variant, m).text()} | "
+                f"{_fmt(pub[j]) if pub and j < len(pub) else 'n/a'}"
+                for j, m in enumerate(metrics)
+            ]
+        )
     full = runs.finetune(method, dataset, "upreid", "mAP")
-    notes = [_ordering(f"mAP, {label.split(' (')[0]} < full UP-ReID", full,
-                       runs.finetune(method, dataset, v, "mAP"))[0]
-             for v, label in variants.items() if v != "upreid"]
-    notes.append(f"Fine-tuned with {METHOD_NAMES[method]} on {DATASET_NAMES[dataset]}, as in "
-                 "the paper.")
+    notes = [
+        _ordering(
+            f"mAP, {label.split(' (')[0]} < full UP-ReID",
+            full,
+            runs.finetune(method, dataset, v, "mAP"),
+        )[0]
+        for v, label in variants.items()
+        if v != "upreid"
+    ]
+    notes.append(
+        f"Fine-tuned with {METHOD_NAMES[method]} on {DATASET_NAMES[dataset]}, as in the paper."
+    )
     return Table(name, title, header, rows, notes)
 
 
 def tables_3_8(runs: Runs, profile: str) -> list[Table]:
-    header = ["Method", "CUHK03 mAP", "CUHK03 R1", "Market1501 mAP", "Market1501 R1",
-              "MSMT17 mAP", "MSMT17 R1"]
+    header = [
+        "Method",
+        "CUHK03 mAP",
+        "CUHK03 R1",
+        "Market1501 mAP",
+        "Market1501 R1",
+        "MSMT17 mAP",
+        "MSMT17 R1",
+    ]
     ours = [f"MGN + UP-ReID (ours, profile {profile})"]
     for d in ("cuhk03", "market1501", "msmt17"):
         ours += [runs.finetune("mgn", d, "upreid", m).text() for m in ("mAP", "rank1")]
-    note = [f"Our row is the `{profile}` profile's run (small data, small backbone, short "
-            "training): it is not comparable with the published full-scale numbers above it."]
+    note = [
+        f"Our row is the `{profile}` profile's run (small data, small backbone, short "
+        "training): it is not comparable with the published full-scale numbers above it."
+    ]
     out = []
     for name, keys in (("table3", paper.TABLE3_ROWS), ("table8", tuple(paper.TABLE8))):
         rows = [[k, *map(_fmt, paper.TABLE8[k])] for k in keys]
         cols = header if name == "table8" else header[:5]
-        rows = [r[:len(cols)] for r in rows] + [ours[:len(cols)]]
-        out.append(Table(name, f"Table {name[-1]}: comparison with the state of the art", cols,
-                         rows, note))
+        rows = [r[: len(cols)] for r in rows] + [ours[: len(cols)]]
+        out.append(
+            Table(name, f"Table {name[-1]}: comparison with the state of the art", cols, rows, note)
+        )
     return out
 
 
@@ -235,9 +298,14 @@ def table7(runs: Runs) -> Table:
             ours = ABSENT if not m.values else f"{m.text()}/{r.text()}"
             row.append(f"{ours} | {'/'.join(map(_fmt, pub)) if pub else 'n/a'}")
         rows.append(row)
-    notes = [_ordering(f"PCB {DATASET_NAMES[d]} mAP, UP-ReID > Moco",
-                       runs.finetune("pcb", d, "upreid", "mAP"),
-                       runs.finetune("pcb", d, "moco", "mAP"))[0] for d in datasets]
+    notes = [
+        _ordering(
+            f"PCB {DATASET_NAMES[d]} mAP, UP-ReID > Moco",
+            runs.finetune("pcb", d, "upreid", "mAP"),
+            runs.finetune("pcb", d, "moco", "mAP"),
+        )[0]
+        for d in datasets
+    ]
     return Table("table7", "Table 7: PCB (mAP/Rank-1)", header, rows, notes)
 
 
@@ -245,18 +313,40 @@ def build_tables(runs: Runs, params: Params) -> list[Table]:
     return [
         table1(runs, params.pipeline.inits),
         table2(runs),
-        _ablation(runs, "table4", "Table 4: consistency (CC) and intrinsic contrast (ICC)",
-                  {"moco": "(a) Baseline", "cc": "(b) Baseline w CC",
-                   "icc": "(c) Baseline w ICC", "upreid": "(d) UP-ReID"},
-                  paper.TABLE4, ("mAP", "rank1")),
-        _ablation(runs, "table5", "Table 5: hard mining (with Appendix D's positive schemes)",
-                  {"nohm": "UP-ReID w/o HM", "upreid": "UP-ReID w HM (symmetric positive)",
-                   "random": "w HM, random positive (App. D)",
-                   "online": "w HM, online hardest positive (App. D)"},
-                  paper.TABLE5, ("mAP", "rank1", "rank5")),
-        _ablation(runs, "table6", "Table 6: number of patches N",
-                  {"n4": "UP-ReID w N=4", "n12": "UP-ReID w N=12", "upreid": "UP-ReID w N=8"},
-                  paper.TABLE6, ("mAP", "rank1", "rank5")),
+        _ablation(
+            runs,
+            "table4",
+            "Table 4: consistency (CC) and intrinsic contrast (ICC)",
+            {
+                "moco": "(a) Baseline",
+                "cc": "(b) Baseline w CC",
+                "icc": "(c) Baseline w ICC",
+                "upreid": "(d) UP-ReID",
+            },
+            paper.TABLE4,
+            ("mAP", "rank1"),
+        ),
+        _ablation(
+            runs,
+            "table5",
+            "Table 5: hard mining (with Appendix D's positive schemes)",
+            {
+                "nohm": "UP-ReID w/o HM",
+                "upreid": "UP-ReID w HM (symmetric positive)",
+                "random": "w HM, random positive (App. D)",
+                "online": "w HM, online hardest positive (App. D)",
+            },
+            paper.TABLE5,
+            ("mAP", "rank1", "rank5"),
+        ),
+        _ablation(
+            runs,
+            "table6",
+            "Table 6: number of patches N",
+            {"n4": "UP-ReID w N=4", "n12": "UP-ReID w N=12", "upreid": "UP-ReID w N=8"},
+            paper.TABLE6,
+            ("mAP", "rank1", "rank5"),
+        ),
         table7(runs),
         *tables_3_8(runs, params.profile),
     ]
@@ -267,34 +357,55 @@ def write_reports(params: Params, out: Path, root: str | Path = ".") -> dict[str
     records = tracking.latest_runs(params.profile, root)
     runs = Runs(records)
     tables = build_tables(runs, params)
-    caption = (f"Profile `{params.profile}`, seed {params.seed} (headline cells: fine-tuning "
-               f"seeds {params.seed}..{params.seed + params.pipeline.headline_seeds - 1} of each "
-               "pre-trained init; n = runs behind a cell). Regenerate with `dvc repro`.")
+    caption = (
+        f"Profile `{params.profile}`, seed {params.seed} (headline cells: fine-tuning "
+        f"seeds {params.seed}..{params.seed + params.pipeline.headline_seeds - 1} of each "
+        "pre-trained init; n = runs behind a cell). Regenerate with `dvc repro`."
+    )
     for table in tables:
         table.write(out / "tables", caption)
     figures = write_curves(runs, out / "figures" / "curves", root)
     absent = sum(cell.startswith(ABSENT) for t in tables for r in t.rows for cell in r[1:])
-    headline = {f"{m}/{d}/{i}": runs.finetune(m, d, i, "mAP").text()
-                for m, d in HEADLINE for i in params.pipeline.inits}
+    headline = {
+        f"{m}/{d}/{i}": runs.finetune(m, d, i, "mAP").text()
+        for m, d in HEADLINE
+        for i in params.pipeline.inits
+    }
     _write_index(out, params, tables, figures, headline)
-    return {"runs": len(records), "tables": len(tables), "figures": len(figures),
-            "absent_cells": absent}
+    return {
+        "runs": len(records),
+        "tables": len(tables),
+        "figures": len(figures),
+        "absent_cells": absent,
+    }
 
 
-def _write_index(out: Path, params: Params, tables: list[Table], figures: list[str],
-                 headline: dict[str, str]) -> None:
-    lines = [f"# Results: profile `{params.profile}`, seed {params.seed}", "",
-             "Regenerated by `dvc repro` (stage `report`, i.e. `upreid tables`) from the MLflow "
-             "runs. Each cell: ours | the paper's. Numbers from the default profile come from "
-             "generated data and a small CPU-sized model: compare orderings, not values.", "",
-             "## Tables", ""]
+def _write_index(
+    out: Path, params: Params, tables: list[Table], figures: list[str], headline: dict[str, str]
+) -> None:
+    lines = [
+        f"# Results: profile `{params.profile}`, seed {params.seed}",
+        "",
+        "Regenerated by `dvc repro` (stage `report`, i.e. `upreid tables`) from the MLflow "
+        "runs. Each cell: ours | the paper's. Numbers from the default profile come from "
+        "generated data and a small CPU-sized model: compare orderings, not values.",
+        "",
+        "## Tables",
+        "",
+    ]
     lines += [f"- [{t.title}](tables/{t.name}.md) ([csv](tables/{t.name}.csv))" for t in tables]
     lines += ["", "## Figures", ""] + [f"- [{Path(f).stem}]({f})" for f in figures]
     if (out / "figures" / "figure8_explain.png").is_file():
-        lines.append("- [figure8: feature-response maps, BoT from MoCo vs from UP-ReID]"
-                     "(figures/figure8_explain.png)")
-    lines += ["- [contact sheet of the generated data](figures/contact_sheet.png)", "",
-              "## Headline cells (MGN mAP, mean ± std over seeds)", ""]
+        lines.append(
+            "- [figure8: feature-response maps, BoT from MoCo vs from UP-ReID]"
+            "(figures/figure8_explain.png)"
+        )
+    lines += [
+        "- [contact sheet of the generated data](figures/contact_sheet.png)",
+        "",
+        "## Headline cells (MGN mAP, mean ± std over seeds)",
+        "",
+    ]
     lines += [f"- {k}: {v}" for k, v in headline.items()]
     lines += ["", "## Where the paper's orderings hold", ""]
     for t in tables:

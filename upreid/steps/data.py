@@ -20,15 +20,21 @@ def run_data(params: Params, root: str | Path | None = None) -> dict[str, Any]:
         from upreid.data.synth import synthesize, write_contact_sheet
 
         synthesize(params.data, paths.data, inside=paths.root)
-        write_contact_sheet(paths.dataset("market1501"),
-                            paths.reports / "figures" / "contact_sheet.png")
-    summary: dict[str, Any] = {"source": params.data.source, "root": str(params.data.root),
-                               "params": to_dict(params.data)}
+        write_contact_sheet(
+            paths.dataset("market1501"), paths.reports / "figures" / "contact_sheet.png"
+        )
+    summary: dict[str, Any] = {
+        "source": params.data.source,
+        "root": str(params.data.root),
+        "params": to_dict(params.data),
+    }
     summary["luperson"] = {"images": len(read_pool(paths.dataset("luperson")))}
     for name in READERS:
         if paths.dataset(name).exists():
-            summary[name] = {**check_dataset(name, paths.dataset(name)),
-                             "root": str(Path(params.data.root) / name)}  # as in params
+            summary[name] = {
+                **check_dataset(name, paths.dataset(name)),
+                "root": str(Path(params.data.root) / name),
+            }  # as in params
     summary["listing"] = listing_digest(paths.data)
     atomic_write_json(paths.manifest, summary)
     return summary

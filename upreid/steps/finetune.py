@@ -24,8 +24,9 @@ from upreid.steps.pretrain import run_pretrain
 from upreid.units import Unit, digest, is_rank0
 
 
-def run_finetune(params: Params, method: str, dataset: str,
-                 root: str | Path | None = None) -> dict[str, Any]:
+def run_finetune(
+    params: Params, method: str, dataset: str, root: str | Path | None = None
+) -> dict[str, Any]:
     """Every fine-tuning run of one (method, dataset) stage: each init, each seed."""
     paths = Paths(params, root)
     runs = finetune_runs(params, method, dataset)
@@ -37,8 +38,12 @@ def run_finetune(params: Params, method: str, dataset: str,
     return results
 
 
-def finetune_many(params: Params, runs: list[FinetuneRun], root: str | Path | None = None,
-                  data_path: str | Path | None = None) -> list[dict[str, Any]]:
+def finetune_many(
+    params: Params,
+    runs: list[FinetuneRun],
+    root: str | Path | None = None,
+    data_path: str | Path | None = None,
+) -> list[dict[str, Any]]:
     """Fine-tune each run (all on one dataset); every weights file is checked first."""
     from upreid.data.readers import read_dataset
     from upreid.train.finetune import finetune
@@ -49,40 +54,74 @@ def finetune_many(params: Params, runs: list[FinetuneRun], root: str | Path | No
         if init_kind(run.init) == "file":
             from upreid.models.backbone import build_backbone, load_backbone_file
 
-            load_backbone_file(build_backbone(params.finetune.arch),
-                               init_weights(params, paths, run.init))  # type: ignore[arg-type]
+            load_backbone_file(
+                build_backbone(params.finetune.arch), init_weights(params, paths, run.init)
+            )  # type: ignore[arg-type]
     if len({(r.method, r.dataset) for r in runs}) > 1:
         raise ValueError("finetune_many: runs of one method and dataset only")
     method, dataset = runs[0].method, runs[0].dataset
     data = read_dataset(dataset, data_path or paths.dataset(dataset))
     mp = getattr(params.finetune, method)
-    data_id = (manifest_digest(paths) if data_path is None
-               else listing_digest(Path(data_path)))
+    data_id = manifest_digest(paths) if data_path is None else listing_digest(Path(data_path))
     results = []
     for run in runs:
         weights = init_weights(params, paths, run.init)
-        input_hash = digest(to_dict(mp), params.finetune.arch, to_dict(params.eval), run.seed,
-                            run.init, weights and file_digest(weights), data_id)
+        input_hash = digest(
+            to_dict(mp),
+            params.finetune.arch,
+            to_dict(params.eval),
+            run.seed,
+            run.init,
+            weights and file_digest(weights),
+            data_id,
+        )
         out = paths.finetune(run)
         if data_path is not None:  # a user's dataset: its own folders, never the pipeline's
             out = out.parent.parent / f"{out.parent.name}@data-{data_id}" / out.name
 
-        def work(folder: Path, on_metrics: MetricsFn, run: FinetuneRun = run,
-                 weights: str | None = weights) -> dict[str, Any]:
+        def work(
+            folder: Path,
+            on_metrics: MetricsFn,
+            run: FinetuneRun = run,
+            weights: str | None = weights,
+        ) -> dict[str, Any]:
             fp = params.finetune
-            return finetune(method, mp, fp.arch, data, init_kind(run.init), weights, folder,
-                            params.eval, run.seed, runtime_of(params), workers=fp.workers,
-                            on_metrics=on_metrics, checkpoint_every=fp.checkpoint_every,
-                            image_cache_mb=fp.image_cache_mb)
+            return finetune(
+                method,
+                mp,
+                fp.arch,
+                data,
+                init_kind(run.init),
+                weights,
+                folder,
+                params.eval,
+                run.seed,
+                runtime_of(params),
+                workers=fp.workers,
+                on_metrics=on_metrics,
+                checkpoint_every=fp.checkpoint_every,
+                image_cache_mb=fp.image_cache_mb,
+            )
 
         key = run.key if data_path is None else f"{run.key}@data-{data_id}"
-        unit = Unit(key, out, input_hash,
-                    {"finetune": to_dict(mp), "arch": params.finetune.arch,
-                     "eval": to_dict(params.eval), "init": run.init, "seed": run.seed,
-                     "method": method, "dataset": dataset, "runtime": to_dict(params.runtime)},
-                    tags={"method": method, "dataset": dataset, "init": run.init,
-                          "run_seed": run.seed},
-                    artifacts=("history.json", "best.pt"), resume_state="last.pt")
+        unit = Unit(
+            key,
+            out,
+            input_hash,
+            {
+                "finetune": to_dict(mp),
+                "arch": params.finetune.arch,
+                "eval": to_dict(params.eval),
+                "init": run.init,
+                "seed": run.seed,
+                "method": method,
+                "dataset": dataset,
+                "runtime": to_dict(params.runtime),
+            },
+            tags={"method": method, "dataset": dataset, "init": run.init, "run_seed": run.seed},
+            artifacts=("history.json", "best.pt"),
+            resume_state="last.pt",
+        )
         results.append(track(params, unit, work, solo=True))
     return results
 
@@ -95,6 +134,8 @@ def ablate_variant(params: Params, variant: str, root: str | Path | None = None)
     method, dataset = ABLATION_STAGE
     for name in dict.fromkeys((variant, "upreid")):
         run_pretrain(params, name, root)
-    runs = [FinetuneRun(method, dataset, name, params.seed)
-            for name in dict.fromkeys((variant, "upreid"))]
+    runs = [
+        FinetuneRun(method, dataset, name, params.seed)
+        for name in dict.fromkeys((variant, "upreid"))
+    ]
     return {r.init: m for r, m in zip(runs, finetune_many(params, runs, root), strict=True)}

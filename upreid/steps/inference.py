@@ -20,8 +20,9 @@ def load_embedder(checkpoint: str | Path, runtime: Runtime) -> tuple[Any, int, i
     return runtime.embedder(loaded.model, loaded.output), loaded.height, loaded.width
 
 
-def evaluate_checkpoint(params: Params, checkpoint: str | Path, data_path: str | Path,
-                        fmt: str, out: str | Path) -> dict[str, Any]:
+def evaluate_checkpoint(
+    params: Params, checkpoint: str | Path, data_path: str | Path, fmt: str, out: str | Path
+) -> dict[str, Any]:
     """Metrics of a checkpoint on a dataset, written to ``out/metrics.json`` with a picture of
     ranked lists in ``out/ranks.png``."""
     from upreid.data.readers import read_dataset
@@ -31,17 +32,24 @@ def evaluate_checkpoint(params: Params, checkpoint: str | Path, data_path: str |
     data = read_dataset(fmt, data_path)
     rt = runtime_of(params)
     embed, height, width = load_embedder(checkpoint, rt)
-    metrics, distmat, query, gallery = evaluate_with_distances(embed, data, params.eval,
-                                                               height, width, device=rt.device)
+    metrics, distmat, query, gallery = evaluate_with_distances(
+        embed, data, params.eval, height, width, device=rt.device
+    )
     out = Path(out)
-    atomic_write_json(out / "metrics.json", {"checkpoint": str(checkpoint),
-                                              "data": str(data_path), **metrics})
+    atomic_write_json(
+        out / "metrics.json", {"checkpoint": str(checkpoint), "data": str(data_path), **metrics}
+    )
     ranked_list_png(distmat, query, gallery, out / "ranks.png")
     return metrics
 
 
-def explain_checkpoints(checkpoints: list[Path], images: list[Path], out: Path,
-                        runtime: Runtime, names: list[str] | None = None) -> Path:
+def explain_checkpoints(
+    checkpoints: list[Path],
+    images: list[Path],
+    out: Path,
+    runtime: Runtime,
+    names: list[str] | None = None,
+) -> Path:
     """Figure 8: response maps of each checkpoint side by side."""
     from upreid.report.explain import explain_png
 
@@ -53,8 +61,9 @@ def explain_checkpoints(checkpoints: list[Path], images: list[Path], out: Path,
     return explain_png(models, images, out)
 
 
-def search_gallery(params: Params, checkpoint: str | Path, query: str | Path,
-                   gallery: str | Path, topk: int) -> list[tuple[str, float]]:
+def search_gallery(
+    params: Params, checkpoint: str | Path, query: str | Path, gallery: str | Path, topk: int
+) -> list[tuple[str, float]]:
     """The ``topk`` gallery images nearest to ``query``."""
     from upreid.eval.search import search
 

@@ -18,15 +18,22 @@ def figure8(params: Params, root: str | Path | None = None, count: int = 4) -> P
     from upreid.data.readers import read_dataset
 
     paths = Paths(params, root)
-    ckpts = [paths.finetune(FinetuneRun("bot", "market1501", init, params.seed)) / "best.pt"
-             for init in ("moco", "upreid")]
+    ckpts = [
+        paths.finetune(FinetuneRun("bot", "market1501", init, params.seed)) / "best.pt"
+        for init in ("moco", "upreid")
+    ]
     if not all(c.is_file() for c in ckpts):
         return None
     query = read_dataset("market1501", paths.dataset("market1501")).query
     step = max(1, len(query) // count)
     images = [Path(r.path) for r in query[::step][:count]]
-    return explain_checkpoints(ckpts, images, paths.reports / "figures" / "figure8_explain.png",
-                               runtime_of(params), names=["BoT from MoCo", "BoT from UP-ReID"])
+    return explain_checkpoints(
+        ckpts,
+        images,
+        paths.reports / "figures" / "figure8_explain.png",
+        runtime_of(params),
+        names=["BoT from MoCo", "BoT from UP-ReID"],
+    )
 
 
 def run_report(params: Params, root: str | Path | None = None) -> dict[str, Any]:
@@ -37,9 +44,14 @@ def run_report(params: Params, root: str | Path | None = None) -> dict[str, Any]
     figure8(params, root)
     summary = write_reports(params, paths.reports, root=paths.root)
     atomic_write_json(paths.metrics / "report.json", summary)
-    with tracking.stage_run("report", profile=params.profile, params={"seed": params.seed},
-                            tags={"params_hash": params.digest(), "seed": params.seed},
-                            commit=git_commit(), root=paths.root) as run:
+    with tracking.stage_run(
+        "report",
+        profile=params.profile,
+        params={"seed": params.seed},
+        tags={"params_hash": params.digest(), "seed": params.seed},
+        commit=git_commit(),
+        root=paths.root,
+    ) as run:
         run.log_metrics(summary, 0)
         for name in ("README.md", "tables", "figures"):
             run.log_artifact(paths.reports / name, None if name == "README.md" else name)

@@ -31,8 +31,11 @@ def run_spcl(params: Params, setting: str, root: str | Path | None = None) -> di
     for init in params.pipeline.inits:
         check_init(init_kind(init), init_weights(params, paths, init))
     inits = list(params.pipeline.inits)
-    done = spread(params, inits, lambda share: [adapt_one(params, target, source, init, root,
-                                                          setting) for init in share])
+    done = spread(
+        params,
+        inits,
+        lambda share: [adapt_one(params, target, source, init, root, setting) for init in share],
+    )
     if not is_rank0():
         return {}
     results = dict(zip(inits, done, strict=True))
@@ -40,8 +43,14 @@ def run_spcl(params: Params, setting: str, root: str | Path | None = None) -> di
     return results
 
 
-def adapt_one(params: Params, target_name: str, source_name: str | None, init: str,
-              root: str | Path | None = None, setting: str | None = None) -> dict[str, Any]:
+def adapt_one(
+    params: Params,
+    target_name: str,
+    source_name: str | None,
+    init: str,
+    root: str | Path | None = None,
+    setting: str | None = None,
+) -> dict[str, Any]:
     """One SpCL run on ``target_name`` (with ``source_name``'s labels if given)."""
     from upreid.data.readers import read_dataset
     from upreid.train.spcl import adapt
@@ -52,22 +61,54 @@ def adapt_one(params: Params, target_name: str, source_name: str | None, init: s
     setting = setting or (f"{source_name}2{target_name}" if source_name else target_name)
     target = read_dataset(target_name, paths.dataset(target_name))
     source = read_dataset(source_name, paths.dataset(source_name)) if source_name else None
-    input_hash = digest(to_dict(params.spcl), params.finetune.arch, to_dict(params.eval),
-                        params.seed, init, weights and file_digest(weights),
-                        manifest_digest(paths), source_name, target_name)
+    input_hash = digest(
+        to_dict(params.spcl),
+        params.finetune.arch,
+        to_dict(params.eval),
+        params.seed,
+        init,
+        weights and file_digest(weights),
+        manifest_digest(paths),
+        source_name,
+        target_name,
+    )
     out = paths.spcl(setting, init)
 
     def work(folder: Path, on_metrics: MetricsFn) -> dict[str, Any]:
         fp = params.finetune
-        return adapt(params.spcl, fp.arch, target, source, init_kind(init), weights, folder,
-                     params.eval, params.seed, runtime_of(params), workers=fp.workers,
-                     on_metrics=on_metrics, checkpoint_every=fp.checkpoint_every,
-                     image_cache_mb=fp.image_cache_mb)
+        return adapt(
+            params.spcl,
+            fp.arch,
+            target,
+            source,
+            init_kind(init),
+            weights,
+            folder,
+            params.eval,
+            params.seed,
+            runtime_of(params),
+            workers=fp.workers,
+            on_metrics=on_metrics,
+            checkpoint_every=fp.checkpoint_every,
+            image_cache_mb=fp.image_cache_mb,
+        )
 
-    unit = Unit(f"spcl/{setting}/{init}", out, input_hash,
-                {"spcl": to_dict(params.spcl), "arch": params.finetune.arch, "init": init,
-                 "setting": setting, "seed": params.seed, "source": source_name,
-                 "target": target_name, "runtime": to_dict(params.runtime)},
-                tags={"setting": setting, "init": init},
-                artifacts=("history.json", "model.pt"), resume_state="last.pt")
+    unit = Unit(
+        f"spcl/{setting}/{init}",
+        out,
+        input_hash,
+        {
+            "spcl": to_dict(params.spcl),
+            "arch": params.finetune.arch,
+            "init": init,
+            "setting": setting,
+            "seed": params.seed,
+            "source": source_name,
+            "target": target_name,
+            "runtime": to_dict(params.runtime),
+        },
+        tags={"setting": setting, "init": init},
+        artifacts=("history.json", "model.pt"),
+        resume_state="last.pt",
+    )
     return track(params, unit, work, solo=True)

@@ -45,8 +45,15 @@ from upreid.train.loop import (
     rate,
 )
 
-__all__ = ["EVAL_KEYS", "NonFiniteLoss", "build_model", "embedder", "finetune",
-           "load_finetuned", "warmup_multistep"]
+__all__ = [
+    "EVAL_KEYS",
+    "NonFiniteLoss",
+    "build_model",
+    "embedder",
+    "finetune",
+    "load_finetuned",
+    "warmup_multistep",
+]
 log = logging.getLogger(__name__)
 
 
@@ -66,8 +73,9 @@ def embedder(model: nn.Module, runtime: Runtime | None = None) -> Callable[[Tens
     return rt.embedder(model, lambda out: out.embedding)
 
 
-def build_model(method: str, arch: str, num_classes: int, init: str, weights: str | None
-                ) -> nn.Module:
+def build_model(
+    method: str, arch: str, num_classes: int, init: str, weights: str | None
+) -> nn.Module:
     """``method``'s model with its backbone initialised from ``init`` (scratch, insup, moco,
     upreid) and the branches copied from it."""
     model = build_reid_model(method, arch, num_classes)
@@ -84,10 +92,22 @@ def load_finetuned(path: str | Path) -> tuple[nn.Module, str, int, int]:
     return loaded.model, loaded.method, loaded.height, loaded.width
 
 
-def finetune(method: str, mp: MethodParams, arch: str, data: ReIDData, init: str,
-             weights: str | None, out: str | Path, eval_params: EvalParams, seed: int,
-             runtime: Runtime | None = None, workers: int = 0, on_metrics: MetricsFn | None = None,
-             checkpoint_every: int = 1, image_cache_mb: float = 0) -> dict[str, Any]:
+def finetune(
+    method: str,
+    mp: MethodParams,
+    arch: str,
+    data: ReIDData,
+    init: str,
+    weights: str | None,
+    out: str | Path,
+    eval_params: EvalParams,
+    seed: int,
+    runtime: Runtime | None = None,
+    workers: int = 0,
+    on_metrics: MetricsFn | None = None,
+    checkpoint_every: int = 1,
+    image_cache_mb: float = 0,
+) -> dict[str, Any]:
     """Fine-tune ``method`` on ``data.train`` on ``runtime``'s device; evaluate on
     query/gallery; return the final and best metrics (percent). ``checkpoint_every`` epochs the
     run is resumable (``last.pt``); ``image_cache_mb`` keeps decoded images in memory."""
@@ -100,18 +120,38 @@ def finetune(method: str, mp: MethodParams, arch: str, data: ReIDData, init: str
     seed_everything(seed)
     model = rt.place(build_model(method, arch, num_classes, init, weights))
     sampler = PKSampler([r.pid for r in train], mp.p, mp.k, seed)
-    loader = DataLoader(ImageDataset(train, train_transform(mp.height, mp.width), cache),
-                        batch_size=mp.p * mp.k, sampler=sampler, num_workers=workers,
-                        collate_fn=collate, drop_last=True, pin_memory=rt.device.type == "cuda")
-    opt = torch.optim.Adam(decay_groups(model, mp.weight_decay), lr=mp.lr,
-                           fused=rt.device.type == "cuda")
-    sched = LambdaLR(opt, lambda e: warmup_multistep(e, mp.warmup_epochs, mp.milestones,
-                                                     mp.gamma))
-    meta = {"method": method, "arch": arch, "num_classes": num_classes, "height": mp.height,
-            "width": mp.width, "init": init, "params": to_dict(mp)}
-    trainer = Trainer(f"finetune {method}", rt, out / "last.pt",
-                      {"model": model, "optimizer": opt, "scheduler": sched}, meta,
-                      mp.epochs * len(loader), "it", on_metrics)
+    loader = DataLoader(
+        ImageDataset(train, train_transform(mp.height, mp.width), cache),
+        batch_size=mp.p * mp.k,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        drop_last=True,
+        pin_memory=rt.device.type == "cuda",
+    )
+    opt = torch.optim.Adam(
+        decay_groups(model, mp.weight_decay), lr=mp.lr, fused=rt.device.type == "cuda"
+    )
+    sched = LambdaLR(opt, lambda e: warmup_multistep(e, mp.warmup_epochs, mp.milestones, mp.gamma))
+    meta = {
+        "method": method,
+        "arch": arch,
+        "num_classes": num_classes,
+        "height": mp.height,
+        "width": mp.width,
+        "init": init,
+        "params": to_dict(mp),
+    }
+    trainer = Trainer(
+        f"finetune {method}",
+        rt,
+        out / "last.pt",
+        {"model": model, "optimizer": opt, "scheduler": sched},
+        meta,
+        mp.epochs * len(loader),
+        "it",
+        on_metrics,
+    )
     trainer.resume()
 
     def train_epoch(epoch: int) -> dict[str, float]:
@@ -121,27 +161,58 @@ def finetune(method: str, mp: MethodParams, arch: str, data: ReIDData, init: str
         return row
 
     def evaluate_now() -> dict[str, float]:
-        metrics = evaluate(embedder(model, rt), data, eval_params, mp.height, mp.width,
-                           workers=workers, cache=cache, device=rt.device)
+        metrics = evaluate(
+            embedder(model, rt),
+            data,
+            eval_params,
+            mp.height,
+            mp.width,
+            workers=workers,
+            cache=cache,
+            device=rt.device,
+        )
         return {k: float(metrics[k]) for k in EVAL_KEYS}
 
     start = time.perf_counter()
-    state = trainer.fit(mp.epochs, train_epoch, evaluate_now, mp.eval_every, checkpoint_every,
-                        best=BestWeights(out / "best.pt", meta), best_of=model)
+    state = trainer.fit(
+        mp.epochs,
+        train_epoch,
+        evaluate_now,
+        mp.eval_every,
+        checkpoint_every,
+        best=BestWeights(out / "best.pt", meta),
+        best_of=model,
+    )
     atomic_write_json(out / "history.json", state.history)
     final = next(h for h in reversed(state.history) if "mAP" in h)
     if cache is not None:
-        log.info("image cache: %d images, %.0f MB, %d hits, %d misses", len(cache),
-                 cache.used / 2**20, cache.hits, cache.misses)
-    return {**{k: final[k] for k in EVAL_KEYS},
-            **{f"best_{k}": v for k, v in state.best.items()},
-            "epochs": mp.epochs, "train_images": len(train), "identities": num_classes,
-            "skipped_images": len(bad), "wall_s": time.perf_counter() - start,
-            "images_per_s": statistics.median(h["images_per_s"] for h in state.history)}
+        log.info(
+            "image cache: %d images, %.0f MB, %d hits, %d misses",
+            len(cache),
+            cache.used / 2**20,
+            cache.hits,
+            cache.misses,
+        )
+    return {
+        **{k: final[k] for k in EVAL_KEYS},
+        **{f"best_{k}": v for k, v in state.best.items()},
+        "epochs": mp.epochs,
+        "train_images": len(train),
+        "identities": num_classes,
+        "skipped_images": len(bad),
+        "wall_s": time.perf_counter() - start,
+        "images_per_s": statistics.median(h["images_per_s"] for h in state.history),
+    }
 
 
-def _train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer,
-                 mp: MethodParams, trainer: Trainer, epoch: int) -> dict[str, float]:
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    opt: torch.optim.Optimizer,
+    mp: MethodParams,
+    trainer: Trainer,
+    epoch: int,
+) -> dict[str, float]:
     rt = trainer.runtime
     model.train()
     sums = {"loss": 0.0, "ce": 0.0, "triplet": 0.0}
@@ -157,5 +228,8 @@ def _train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimize
         images += len(x)
         trainer.progress.update(epoch=epoch + 1, loss=float(loss.detach()))
     steps = max(1, len(loader))
-    return {**{k: v / steps for k, v in sums.items()}, "lr": opt.param_groups[0]["lr"],
-            "images_per_s": rate(images, start)}
+    return {
+        **{k: v / steps for k, v in sums.items()},
+        "lr": opt.param_groups[0]["lr"],
+        "images_per_s": rate(images, start),
+    }

@@ -58,8 +58,9 @@ class TrainState:
 def check_finite(loss: Tensor, where: str, checkpoint: Path) -> None:
     """Raise :class:`NonFiniteLoss` naming ``where`` when ``loss`` is NaN or infinite."""
     if not torch.isfinite(loss):
-        raise NonFiniteLoss(f"{where}: loss is {loss.item()}; stopped, last good checkpoint "
-                            f"kept at {checkpoint}")
+        raise NonFiniteLoss(
+            f"{where}: loss is {loss.item()}; stopped, last good checkpoint kept at {checkpoint}"
+        )
 
 
 def state_copy(model: nn.Module) -> dict[str, Tensor]:
@@ -80,8 +81,12 @@ class BestWeights:
         self.pending: dict[str, Any] | None = None
 
     def keep(self, model: nn.Module, epoch: int, row: dict[str, float]) -> None:
-        self.pending = {**self.meta, "model": state_copy(model), "epoch": epoch,
-                        "metrics": dict(row)}
+        self.pending = {
+            **self.meta,
+            "model": state_copy(model),
+            "epoch": epoch,
+            "metrics": dict(row),
+        }
 
     def write(self) -> None:
         if self.pending is not None:
@@ -98,9 +103,18 @@ class Trainer:
     ``"step"``.
     """
 
-    def __init__(self, name: str, runtime: Runtime, checkpoint: Path,
-                 parts: Mapping[str, Stateful], meta: dict[str, Any], total: int, unit: str,
-                 on_metrics: MetricsFn | None = None, x_axis: str = "epoch") -> None:
+    def __init__(
+        self,
+        name: str,
+        runtime: Runtime,
+        checkpoint: Path,
+        parts: Mapping[str, Stateful],
+        meta: dict[str, Any],
+        total: int,
+        unit: str,
+        on_metrics: MetricsFn | None = None,
+        x_axis: str = "epoch",
+    ) -> None:
         self.name, self.runtime, self.path = name, runtime, checkpoint
         self.parts, self.meta = dict(parts), meta
         self.on_metrics, self.x_axis = on_metrics, x_axis
@@ -119,8 +133,13 @@ class Trainer:
             part.load_state_dict(ckpt[name])
         self.state = TrainState(**ckpt["state"])
         set_rng_state(ckpt["rng"])
-        log.info("%s: resuming from %s at epoch %d, step %d", self.name, self.path,
-                 self.state.epoch, self.state.step)
+        log.info(
+            "%s: resuming from %s at epoch %d, step %d",
+            self.name,
+            self.path,
+            self.state.epoch,
+            self.state.step,
+        )
         return True
 
     def save(self) -> None:
@@ -132,11 +151,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
 
-    def optimize(self, loss: Tensor, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+    def optimize(
+        self,
+        loss: Tensor,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    ) -> None:
         """One guarded optimizer step on ``loss`` (and a per-step scheduler step)."""
-        check_finite(loss, f"{self.name} at step {self.state.step} (epoch {self.state.epoch})",
-                     self.path)
+        check_finite(
+            loss, f"{self.name} at step {self.state.step} (epoch {self.state.epoch})", self.path
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -152,16 +176,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ epochs
 
-    def fit(self, epochs: int, train_epoch: Callable[[int], dict[str, float]],
-            evaluate: Callable[[], dict[str, float]] | None = None, eval_every: int = 1,
-            checkpoint_every: int = 1, best: BestWeights | None = None,
-            best_of: nn.Module | None = None, final_checkpoint: bool = False) -> TrainState:
+    def fit(
+        self,
+        epochs: int,
+        train_epoch: Callable[[int], dict[str, float]],
+        evaluate: Callable[[], dict[str, float]] | None = None,
+        eval_every: int = 1,
+        checkpoint_every: int = 1,
+        best: BestWeights | None = None,
+        best_of: nn.Module | None = None,
+        final_checkpoint: bool = False,
+    ) -> TrainState:
         """Epochs ``state.epoch .. epochs - 1``: train, evaluate every ``eval_every`` epochs and
         at the end, keep the best weights of ``best_of`` by mAP, report the row, checkpoint
         every ``checkpoint_every`` epochs (and after the last one with ``final_checkpoint``)."""
         if checkpoint_every < 1 or eval_every < 1:
-            raise ValueError(f"checkpoint_every and eval_every must be >= 1 epoch, got "
-                             f"{checkpoint_every} and {eval_every}")
+            raise ValueError(
+                f"checkpoint_every and eval_every must be >= 1 epoch, got "
+                f"{checkpoint_every} and {eval_every}"
+            )
         self.progress.done = self.state.step
         while self.state.epoch < epochs and not self.stop:
             epoch = self.state.epoch
@@ -201,8 +234,10 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Optimizer parameter groups as BoT sets them: weight decay on weights, none on biases and
     normalisation parameters (every 1-d tensor). Frozen parameters are left out."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
 
 
 def rate(images: int, since: float) -> float:

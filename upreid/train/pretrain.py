@@ -39,15 +39,31 @@ log = logging.getLogger(__name__)
 
 def build_model(pp: PretrainParams, seed: int) -> MoCo:
     """MoCo (``method: moco``) or UP-ReID with its switches, from the ``pretrain`` section."""
-    common = dict(arch=pp.arch, dim=pp.dim, hidden_dim=pp.hidden_dim, queue_size=pp.queue_size,
-                  ema_momentum=pp.ema_momentum, tau_global=pp.temperature_global,
-                  bn_splits=pp.bn_splits, seed=seed)
+    common = dict(
+        arch=pp.arch,
+        dim=pp.dim,
+        hidden_dim=pp.hidden_dim,
+        queue_size=pp.queue_size,
+        ema_momentum=pp.ema_momentum,
+        tau_global=pp.temperature_global,
+        bn_splits=pp.bn_splits,
+        seed=seed,
+    )
     if pp.method == "moco":
         return MoCo(**common)  # type: ignore[arg-type]
-    return UPReID(**common, tau_patch=pp.temperature_patch,  # type: ignore[arg-type]
-                  tau_cc=pp.temperature_consistency, lambda_global=pp.lambda_global,
-                  lambda_patch=pp.lambda_patch, lambda_cc=pp.lambda_cc, cc=pp.cc, icc=pp.icc,
-                  hm=pp.hm, patches=pp.patches, positive=pp.positive)
+    return UPReID(
+        **common,
+        tau_patch=pp.temperature_patch,  # type: ignore[arg-type]
+        tau_cc=pp.temperature_consistency,
+        lambda_global=pp.lambda_global,
+        lambda_patch=pp.lambda_patch,
+        lambda_cc=pp.lambda_cc,
+        cc=pp.cc,
+        icc=pp.icc,
+        hm=pp.hm,
+        patches=pp.patches,
+        positive=pp.positive,
+    )
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -58,34 +74,62 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _loader(pp: PretrainParams, records: Sequence[Record], rt: Runtime, seed: int
-            ) -> tuple[DataLoader, DistributedSampler]:
+def _loader(
+    pp: PretrainParams, records: Sequence[Record], rt: Runtime, seed: int
+) -> tuple[DataLoader, DistributedSampler]:
     dataset = ImageDataset(records, PretrainViews(pp.height, pp.width))
     per_rank = pp.batch_size // rt.world
     if per_rank < 2:
-        raise ValueError(f"pretrain.batch_size {pp.batch_size} over {rt.world} processes "
-                         "leaves fewer than 2 images per process")
+        raise ValueError(
+            f"pretrain.batch_size {pp.batch_size} over {rt.world} processes "
+            "leaves fewer than 2 images per process"
+        )
     if len(records) < pp.batch_size:
-        raise ValueError(f"the pool holds {len(records)} images, fewer than one batch "
-                         f"(pretrain.batch_size {pp.batch_size})")
-    sampler = DistributedSampler(dataset, num_replicas=rt.world, rank=rt.rank, shuffle=True,
-                                 seed=seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
-                        num_workers=pp.workers, collate_fn=collate, persistent_workers=False,
-                        pin_memory=rt.device.type == "cuda")
+        raise ValueError(
+            f"the pool holds {len(records)} images, fewer than one batch "
+            f"(pretrain.batch_size {pp.batch_size})"
+        )
+    sampler = DistributedSampler(
+        dataset, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=seed, drop_last=True
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=per_rank,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=pp.workers,
+        collate_fn=collate,
+        persistent_workers=False,
+        pin_memory=rt.device.type == "cuda",
+    )
     return loader, sampler
 
 
 def export_backbone(model: MoCo, pp: PretrainParams, path: Path) -> None:
     """The online backbone, loadable by every fine-tuning method (``backbone.*`` weights)."""
     weights = {k: v.detach().cpu() for k, v in model.online.backbone.state_dict().items()}
-    atomic_torch_save(path, {"backbone": weights, "arch": pp.arch, "height": pp.height,
-                             "width": pp.width, "params": to_dict(pp), "commit": git_commit()})
+    atomic_torch_save(
+        path,
+        {
+            "backbone": weights,
+            "arch": pp.arch,
+            "height": pp.height,
+            "width": pp.width,
+            "params": to_dict(pp),
+            "commit": git_commit(),
+        },
+    )
 
 
-def pretrain(pp: PretrainParams, records: Sequence[Record], out: str | Path, seed: int,
-             runtime: Runtime | None = None, on_metrics: MetricsFn | None = None,
-             max_steps: int | None = None) -> dict[str, Any]:
+def pretrain(
+    pp: PretrainParams,
+    records: Sequence[Record],
+    out: str | Path,
+    seed: int,
+    runtime: Runtime | None = None,
+    on_metrics: MetricsFn | None = None,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
     """Pre-train on ``records`` (an unlabeled pool) on ``runtime``'s device; write checkpoints
     and ``backbone.pt`` to ``out``; return summary metrics. ``max_steps`` stops early (tests,
     benchmarks) with a resumable checkpoint."""
@@ -96,13 +140,22 @@ def pretrain(pp: PretrainParams, records: Sequence[Record], out: str | Path, see
     loader, sampler = _loader(pp, records, rt, seed)
     steps_per_epoch = len(loader)
     total = min(pp.epochs * steps_per_epoch, max_steps or 1 << 62)
-    opt = torch.optim.SGD(model.online.parameters(), lr=pp.lr, momentum=pp.momentum,
-                          weight_decay=pp.weight_decay)
+    opt = torch.optim.SGD(
+        model.online.parameters(), lr=pp.lr, momentum=pp.momentum, weight_decay=pp.weight_decay
+    )
     warmup = pp.warmup_epochs * steps_per_epoch
     sched = LambdaLR(opt, lambda s: lr_factor(s, warmup, pp.epochs * steps_per_epoch))
-    trainer = Trainer(f"pretrain {pp.method}", rt, out / "checkpoint.pt",
-                      {"model": model, "optimizer": opt, "scheduler": sched},
-                      {"params": to_dict(pp)}, total, "step", on_metrics, x_axis="step")
+    trainer = Trainer(
+        f"pretrain {pp.method}",
+        rt,
+        out / "checkpoint.pt",
+        {"model": model, "optimizer": opt, "scheduler": sched},
+        {"params": to_dict(pp)},
+        total,
+        "step",
+        on_metrics,
+        x_axis="step",
+    )
     if trainer.resume():
         model.shuffle_gen.set_state(trainer.state.extra["shuffle_gen"])
     net = rt.wrap(model)
@@ -113,11 +166,14 @@ def pretrain(pp: PretrainParams, records: Sequence[Record], out: str | Path, see
     trainer.fit(pp.epochs, epoch_fn, checkpoint_every=1, final_checkpoint=True)
     if rt.main:
         export_backbone(model, pp, out / "backbone.pt")
-    summary = {"steps": trainer.state.step, "epochs": trainer.state.epoch,
-               "wall_s": time.perf_counter() - start,
-               "images_per_s": statistics.median(epoch_fn.rates) if epoch_fn.rates else 0.0,
-               **{k: v for k, v in epoch_fn.last.items() if k.startswith("loss")},
-               **{f"runtime_{k}": v for k, v in rt.describe().items() if k != "device_name"}}
+    summary = {
+        "steps": trainer.state.step,
+        "epochs": trainer.state.epoch,
+        "wall_s": time.perf_counter() - start,
+        "images_per_s": statistics.median(epoch_fn.rates) if epoch_fn.rates else 0.0,
+        **{k: v for k, v in epoch_fn.last.items() if k.startswith("loss")},
+        **{f"runtime_{k}": v for k, v in rt.describe().items() if k != "device_name"},
+    }
     cleanup()
     return summary
 
@@ -127,10 +183,19 @@ class _EpochFn:
     batches' loading and then restores the RNG, so the rest of the epoch is what it would have
     been. Checkpoints every ``checkpoint_every_steps``; stops at the step budget."""
 
-    def __init__(self, pp: PretrainParams, model: MoCo, net: torch.nn.Module,
-                 opt: torch.optim.Optimizer, sched: LambdaLR, trainer: Trainer,
-                 loader: DataLoader, sampler: DistributedSampler, seed: int, total: int
-                 ) -> None:
+    def __init__(
+        self,
+        pp: PretrainParams,
+        model: MoCo,
+        net: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        sched: LambdaLR,
+        trainer: Trainer,
+        loader: DataLoader,
+        sampler: DistributedSampler,
+        seed: int,
+        total: int,
+    ) -> None:
         self.pp, self.model, self.net, self.opt, self.sched = pp, model, net, opt, sched
         self.trainer, self.loader, self.sampler = trainer, loader, sampler
         self.seed, self.total = seed, total
