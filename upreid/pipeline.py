@@ -10,6 +10,7 @@ change elsewhere, or after a crash, redoes only what it must.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -72,10 +73,12 @@ def listing_digest(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def runtime_of(params: Params) -> Runtime:
-    """This process's device, precision and rank, from the ``runtime`` section."""
+def runtime_of(params: Params, solo: bool = False) -> Runtime:
+    """This process's device, precision and rank, from the ``runtime`` section. ``solo``: a
+    run this process does alone (spread over ranks): it owns its files, as a rank 0 would."""
     rt = params.runtime
-    return build_runtime(rt.device, rt.precision, rt.channels_last)
+    runtime = build_runtime(rt.device, rt.precision, rt.channels_last)
+    return dataclasses.replace(runtime, rank=0, world=1) if solo else runtime
 
 
 def manifest_digest(paths: Paths) -> str:
@@ -115,7 +118,8 @@ def spread(params: Params, units: list[Any], do: Callable[[list[Any]], list[Any]
 
     from upreid.train.distributed import barrier, cleanup, init_distributed
 
-    init_distributed(rt, timeout=timedelta(days=7))  # ranks wait for the longest share
+    # gloo even on GPUs: only barriers, and a rank waiting for the longest share holds no GPU
+    init_distributed(rt, timeout=timedelta(days=7), backend="gloo")
     mine = units[rt.rank :: rt.world]
     if mine:
         do(mine)
@@ -124,6 +128,19 @@ def spread(params: Params, units: list[Any], do: Callable[[list[Any]], list[Any]
     barrier()
     cleanup()
     return results
+
+
+def require_spread(what: str) -> None:
+    """Runs done alone per process must come through :func:`spread` under ``torchrun``
+    (otherwise every rank would do every run in the same folders)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            raise ValueError(
+                f"{what} under torchrun runs through its stage, which spreads the "
+                "runs over the processes; run this command in one process"
+            )
 
 
 def relaunch_distributed(params: Params, argv: list[str]) -> None:

@@ -16,6 +16,7 @@ from upreid.pipeline import (
     init_weights,
     listing_digest,
     manifest_digest,
+    require_spread,
     runtime_of,
     spread,
     track,
@@ -48,6 +49,7 @@ def finetune_many(
     from upreid.data.readers import read_dataset
     from upreid.train.finetune import finetune
 
+    require_spread("fine-tuning")
     paths = Paths(params, root)
     for run in runs:  # every weights file is there (and fits) before any long work starts
         check_init(init_kind(run.init), init_weights(params, paths, run.init))
@@ -96,7 +98,7 @@ def finetune_many(
                 folder,
                 params.eval,
                 run.seed,
-                runtime_of(params),
+                runtime_of(params, solo=True),
                 workers=fp.workers,
                 on_metrics=on_metrics,
                 checkpoint_every=fp.checkpoint_every,

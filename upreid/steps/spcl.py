@@ -15,6 +15,7 @@ from upreid.pipeline import (
     file_digest,
     init_weights,
     manifest_digest,
+    require_spread,
     runtime_of,
     spread,
     track,
@@ -55,6 +56,7 @@ def adapt_one(
     from upreid.data.readers import read_dataset
     from upreid.train.spcl import adapt
 
+    require_spread("SpCL")
     paths = Paths(params, root)
     weights = init_weights(params, paths, init)
     check_init(init_kind(init), weights)
@@ -86,7 +88,7 @@ def adapt_one(
             folder,
             params.eval,
             params.seed,
-            runtime_of(params),
+            runtime_of(params, solo=True),
             workers=fp.workers,
             on_metrics=on_metrics,
             checkpoint_every=fp.checkpoint_every,

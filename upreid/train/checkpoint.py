@@ -14,7 +14,8 @@ from upreid.io import atomic_torch_save, git_commit
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain data."""
+    """Python, NumPy, torch (and this process's CUDA device) RNG states as tensors and plain
+    data."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
@@ -28,7 +29,7 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # the current device's only
     return state
 
 
@@ -46,21 +47,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_checkpoint(path: str | Path, **payload: Any) -> None:
-    """Write ``payload`` (state dicts and plain data) with the RNG states and the git commit,
-    atomically."""
-    atomic_torch_save(path, {**payload, "rng": rng_state(), "commit": git_commit()})
+def save_checkpoint(path: str | Path, rng: Any = None, **payload: Any) -> None:
+    """Write ``payload`` (state dicts and plain data) with the RNG states (this process's, or
+    ``rng`` when given: every rank's) and the git commit, atomically."""
+    atomic_torch_save(
+        path, {**payload, "rng": rng if rng is not None else rng_state(), "commit": git_commit()}
+    )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint's contents, on the CPU; never unpickles code (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    from upreid.models.checkpoints import read_blob
+
+    return read_blob(path)
 
 
 def seed_everything(seed: int) -> None:

@@ -11,13 +11,15 @@ from torch import Tensor
 from upreid.runtime import Runtime
 
 
-def init_distributed(runtime: Runtime, timeout: timedelta | None = None) -> None:
+def init_distributed(
+    runtime: Runtime, timeout: timedelta | None = None, backend: str | None = None
+) -> None:
     """Join the process group ``torchrun`` describes (NCCL on CUDA, gloo on CPU); nothing when
     alone. Multi-node runs use the same code: ``torchrun --rdzv_endpoint`` sets the env.
     ``timeout`` bounds each collective (a barrier after runs of unequal length needs a long
     one)."""
     if runtime.world > 1 and not dist.is_initialized():
-        backend = "nccl" if runtime.device.type == "cuda" else "gloo"
+        backend = backend or ("nccl" if runtime.device.type == "cuda" else "gloo")
         dist.init_process_group(backend, timeout=timeout)
 
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from upreid.io import atomic_torch_save, git_commit
 from upreid.progress import Progress
 from upreid.runtime import Runtime
-from upreid.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from upreid.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,8 @@ class Trainer:
         for name, part in self.parts.items():
             part.load_state_dict(ckpt[name])
         self.state = TrainState(**ckpt["state"])
-        set_rng_state(ckpt["rng"])
+        rng = ckpt["rng"]  # a list of every rank's under DDP, this process's own restored
+        set_rng_state(rng[self.runtime.rank] if isinstance(rng, list) else rng)
         log.info(
             "%s: resuming from %s at epoch %d, step %d",
             self.name,
@@ -144,10 +145,16 @@ class Trainer:
 
     def save(self) -> None:
         """Write the checkpoint atomically (main process only)."""
+        rng: Any = None
+        if self.runtime.world > 1:  # every rank's streams (their augmentations differ)
+            import torch.distributed as dist
+
+            rng = [None] * self.runtime.world
+            dist.all_gather_object(rng, rng_state())
         if not self.runtime.main:
             return
         payload = {name: part.state_dict() for name, part in self.parts.items()}
-        save_checkpoint(self.path, **payload, **self.meta, state=asdict(self.state))
+        save_checkpoint(self.path, rng=rng, **payload, **self.meta, state=asdict(self.state))
 
     # ------------------------------------------------------------------ steps
 

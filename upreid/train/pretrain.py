@@ -204,6 +204,9 @@ class _EpochFn:
 
     def __call__(self, epoch: int) -> dict[str, float]:
         state, rt = self.trainer.state, self.trainer.runtime
+        if state.step >= self.total:  # the budget ended with the last epoch: take no batch
+            self.trainer.stop = True
+            return {}
         self.sampler.set_epoch(epoch)
         self.loader.generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         batches = iter(self.loader)
