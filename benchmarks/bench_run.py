@@ -21,9 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
+    import torch
+
     from upreid.data.readers import read_market1501
     from upreid.data.synth import synthesize
     from upreid.params import load_params
+    from upreid.runtime import Runtime
     from upreid.train.finetune import finetune
 
     ap = argparse.ArgumentParser(description=__doc__)
@@ -62,7 +65,7 @@ def main() -> None:
                         out,
                         params.eval,
                         0,
-                        channels_last=fp.channels_last,
+                        runtime=Runtime(torch.device("cpu"), "fp32", params.runtime.channels_last),
                         **settings[name],
                     )
                     walls[name].append(time.perf_counter() - start)

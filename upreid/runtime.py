@@ -86,7 +86,9 @@ def resolve_precision(spec: str, device: torch.device) -> Precision:
 
 def avoid_amx_bf16_convolution() -> None:
     """Cap oneDNN at AVX-512 BF16 for CPU bf16 (see the module docstring), unless the user set
-    ``ONEDNN_MAX_CPU_ISA``; it takes effect when set before the process's first convolution."""
+    ``ONEDNN_MAX_CPU_ISA``. It takes effect only when set before the process's first
+    convolution (a bf16 run after fp32 ones in one process still meets the AMX kernel: measured,
+    NaN at step 1); stages build their runtime first."""
     if cpu_has_native_bf16():
         os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
 
