@@ -139,3 +139,27 @@ def test_real_server_serves_the_runs_over_rest(store: Path) -> None:
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_artifacts_are_hard_linked_into_the_project_store(
+    store: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(elsewhere)  # the store follows the project, not the current folder
+    run_dir = store / "runs" / "r"
+    (run_dir / "sub").mkdir(parents=True)
+    (run_dir / "best.pt").write_bytes(b"weights-1")
+    (run_dir / "sub" / "history.json").write_text("[]")
+    with tracking.stage_run("k", profile="t", params={}, tags={}, commit="c", root=store) as run:
+        run.log_artifact(run_dir / "best.pt")
+        run.log_artifact(run_dir / "sub", "sub")
+        run_id = run.run_id
+    assert tracking.artifact_paths(run_id, store) == ["best.pt", "sub/history.json"]
+    logged = next((store / "mlruns").rglob("best.pt"))
+    assert logged.stat().st_ino == (run_dir / "best.pt").stat().st_ino  # no second copy
+    assert not (elsewhere / "mlruns").exists()
+    # the project replaces files atomically: the logged artifact keeps what was logged
+    tmp = run_dir / "best.pt.tmp"
+    tmp.write_bytes(b"weights-2")
+    os.replace(tmp, run_dir / "best.pt")
+    assert logged.read_bytes() == b"weights-1"

@@ -59,13 +59,18 @@ def _client(uri: str) -> Any:
     return mlflow.MlflowClient(uri)
 
 
-def _experiment_id(client: Any, profile: str) -> str:
+def _experiment_id(client: Any, profile: str, root: str | Path = ".") -> str:
+    """The profile's experiment. In the local store its artifacts live in ``<root>/mlruns``,
+    whatever the current folder (MLflow's own default follows the current folder)."""
     name = f"{EXPERIMENT_PREFIX}-{profile}"
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    location = None
+    if client.tracking_uri.startswith("sqlite:"):  # a local store (mlflow sets the env var)
+        location = (Path(root).resolve() / "mlruns").as_uri()
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=location)
     except Exception:  # created meanwhile by another process
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -143,11 +148,51 @@ class StageRun:
             self.client.set_tag(self.run_id, key, str(value))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Log a file or folder. Into a local artifact store on the same filesystem a file is
+        hard-linked, not copied: run folders are written by atomic replace, so the link keeps
+        the logged content, and a checkpoint does not take its disk twice."""
         path = Path(path)
+        if not path.exists():
+            return
+        local = _local_artifact_dir(self.client.get_run(self.run_id).info.artifact_uri)
+        if local is not None and _link_tree(path, local / (artifact_path or "")):
+            return
         if path.is_dir():
             self.client.log_artifacts(self.run_id, str(path), artifact_path)
-        elif path.is_file():
+        else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+def _local_artifact_dir(uri: str) -> Path | None:
+    """The folder of a ``file:`` (or plain path) artifact URI; None for remote stores."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(uri)
+    return None
+
+
+def _link_tree(src: Path, dest_dir: Path) -> bool:
+    """Hard-link ``src`` (a file, or a folder's files) into ``dest_dir``. False, with the links
+    made so far removed, when links are not possible there (another filesystem, say)."""
+    files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
+    base = src.parent if src.is_file() else src
+    made: list[Path] = []
+    try:
+        for file in files:
+            target = dest_dir / file.relative_to(base)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            os.link(file, target)
+            made.append(target)
+    except OSError:
+        for target in made:  # a copy must never write through a link into the run folder
+            target.unlink(missing_ok=True)
+        return False
+    return True
 
 
 @contextmanager
@@ -164,7 +209,7 @@ def stage_run(
     uri = tracking_uri(root)
     check_reachable(uri)
     client = _client(uri)
-    exp_id = _experiment_id(client, profile)
+    exp_id = _experiment_id(client, profile, root)
     parent = _pipeline_run(client, exp_id, profile, commit)
     all_tags = {
         "mlflow.parentRunId": parent,
