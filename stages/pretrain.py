@@ -1,15 +1,16 @@
-"""Stage `pretrain@VARIANT`: pre-train one variant; under torchrun when params ask for more
-than one process (the paper profile)."""
+"""Stage `pretrain`: every pre-training variant the tables need, one after another (or only
+the variants named on the command line); under torchrun when params ask for more than one
+process (the paper profile)."""
 
 import sys
 
 from _common import run, start
 
-from upreid.steps.pretrain import run_pretrain
+from upreid.steps.pretrain import run_pretrain_stage
 
 
 def main() -> None:
-    run_pretrain(start(distributed=True), sys.argv[1])
+    run_pretrain_stage(start(distributed=True), sys.argv[1:] or None)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     _measure_module().copy_project(tmp_path, "quick")
     # SIGKILL mid pre-training, then mid fine-tuning: each later `dvc repro` resumes.
     pre = tmp_path / "runs" / "pretrain" / "upreid"
-    _kill_repro_when(tmp_path, "pretrain@upreid", pre / "checkpoint.pt", pre / "result.json")
+    _kill_repro_when(tmp_path, "pretrain", pre / "checkpoint.pt", pre / "result.json")
     fine = tmp_path / "runs" / "finetune" / "bot-market1501" / "moco-s0"
     _kill_repro_when(tmp_path, "finetune@bot-market1501", fine / "last.pt", fine / "result.json")
     first = _repro(tmp_path)

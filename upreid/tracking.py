@@ -7,6 +7,7 @@ The store is ``sqlite:///<project>/mlflow.db`` unless ``MLFLOW_TRACKING_URI`` na
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -52,7 +53,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from err
 
 
+@functools.lru_cache(maxsize=4)
 def _client(uri: str) -> Any:
+    """One client per store and process: opening a sqlite store checks its schema (~0.3 s)."""
     import mlflow  # heavy: imported when tracking is used
 
     mlflow.set_tracking_uri(uri)

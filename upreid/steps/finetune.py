@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from upreid.experiments import FinetuneRun, finetune_runs, init_kind
-from upreid.io import atomic_write_json
 from upreid.models.init import check_init
 from upreid.params import Params, to_dict
 from upreid.pipeline import (
@@ -20,6 +19,7 @@ from upreid.pipeline import (
     runtime_of,
     spread,
     track,
+    write_stage_metrics,
 )
 from upreid.steps.pretrain import run_pretrain
 from upreid.units import Unit, digest, is_rank0
@@ -35,7 +35,9 @@ def run_finetune(
     if not is_rank0():
         return {}
     results = {run.dirname: metrics for run, metrics in zip(runs, done, strict=True)}
-    atomic_write_json(paths.metrics / "finetune" / f"{method}-{dataset}.json", results)
+    write_stage_metrics(
+        paths.metrics / "finetune" / f"{method}-{dataset}.json", results, ("mAP", "rank1")
+    )
     return results
 
 

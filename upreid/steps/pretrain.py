@@ -1,15 +1,38 @@
-"""Step ``pretrain``: one pre-training variant, its backbone exported."""
+"""Step ``pretrain``: the pre-training variants, each with its backbone exported."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from upreid.experiments import pretrain_variant
-from upreid.io import atomic_write_json
+from upreid.experiments import PRETRAIN_VARIANTS, needed_variants, pretrain_variant
 from upreid.params import Params, to_dict
-from upreid.pipeline import MetricsFn, Paths, manifest_digest, runtime_of, track
+from upreid.pipeline import (
+    MetricsFn,
+    Paths,
+    manifest_digest,
+    runtime_of,
+    track,
+    write_stage_metrics,
+)
 from upreid.units import Unit, digest, is_rank0
+
+
+def run_pretrain_stage(
+    params: Params, variants: list[str] | None = None, root: str | Path | None = None
+) -> dict[str, dict[str, Any]]:
+    """The stage: every variant the tables need (or ``variants``), one after another. Each is
+    its own unit of work (skipped when done with the same inputs, resumed when killed)."""
+    chosen = variants or needed_variants(params)
+    for variant in chosen:
+        if variant not in PRETRAIN_VARIANTS:
+            raise ValueError(
+                f"unknown pre-training variant {variant!r}; valid are {list(PRETRAIN_VARIANTS)}"
+            )
+    results = {variant: run_pretrain(params, variant, root) for variant in chosen}
+    if is_rank0() and variants is None:
+        write_stage_metrics(Paths(params, root).metrics / "pretrain.json", results, ("loss",))
+    return results
 
 
 def run_pretrain(
@@ -50,7 +73,4 @@ def run_pretrain(
         artifacts=("backbone.pt",),
         resume_state="checkpoint.pt",
     )
-    metrics = track(params, unit, work)
-    if is_rank0():
-        atomic_write_json(paths.metrics / "pretrain" / f"{variant}.json", metrics)
-    return metrics
+    return track(params, unit, work)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from upreid.experiments import SPCL_SETTINGS, init_kind
-from upreid.io import atomic_write_json
 from upreid.models.init import check_init
 from upreid.params import Params, to_dict
 from upreid.pipeline import (
@@ -19,6 +18,7 @@ from upreid.pipeline import (
     runtime_of,
     spread,
     track,
+    write_stage_metrics,
 )
 from upreid.units import Unit, digest, is_rank0
 
@@ -40,7 +40,7 @@ def run_spcl(params: Params, setting: str, root: str | Path | None = None) -> di
     if not is_rank0():
         return {}
     results = dict(zip(inits, done, strict=True))
-    atomic_write_json(paths.metrics / "spcl" / f"{setting}.json", results)
+    write_stage_metrics(paths.metrics / "spcl" / f"{setting}.json", results, ("mAP", "rank1"))
     return results
 
 
