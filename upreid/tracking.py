@@ -55,7 +55,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 @functools.lru_cache(maxsize=4)
 def _client(uri: str) -> Any:
-    """One client per store and process: opening a sqlite store checks its schema (~0.3 s)."""
+    """One client per store and process: opening a sqlite store checks its schema (~0.3 s).
+    (MLflow keeps one engine per URI in a process: a store deleted meanwhile is seen by the
+    next process, e.g. the next ``dvc repro``.)"""
     import mlflow  # heavy: imported when tracking is used
 
     mlflow.set_tracking_uri(uri)
@@ -246,6 +248,19 @@ class RunRecord:
     tags: dict[str, str]
     metrics: dict[str, float]  # last value of each metric
     params: dict[str, str]
+
+
+def run_records(run_ids: list[str], root: str | Path = ".") -> dict[str, RunRecord]:
+    """The runs with these ids, by key."""
+    client = _client(tracking_uri(root))
+    out: dict[str, RunRecord] = {}
+    for run_id in run_ids:
+        run = client.get_run(run_id)
+        key = run.data.tags.get(f"{TAG}key", run.info.run_name)
+        out[key] = RunRecord(
+            key, run_id, dict(run.data.tags), dict(run.data.metrics), dict(run.data.params)
+        )
+    return out
 
 
 def latest_runs(profile: str, root: str | Path = ".") -> dict[str, RunRecord]:

@@ -112,7 +112,9 @@ def _promote(unit: Unit, folder: Path) -> None:
     shutil.rmtree(trash)
 
 
-def _work_once(unit: Unit, work: Work, log_metrics: MetricsFn, commit: str) -> dict[str, Any]:
+def _work_once(
+    unit: Unit, work: Work, log_metrics: MetricsFn, commit: str, tags: dict[str, Any]
+) -> dict[str, Any]:
     """Run ``work`` in its build folder, write its metrics log, curves and ``result.json``,
     drop the resume state, put the folder in place."""
     from upreid.report.figures import run_curves
@@ -129,7 +131,15 @@ def _work_once(unit: Unit, work: Work, log_metrics: MetricsFn, commit: str) -> d
     run_curves(history, folder / "curves.png")
     atomic_write_json(
         folder / RESULT,
-        {"input_hash": unit.input_hash, "key": unit.key, "metrics": metrics, "commit": commit},
+        {
+            "input_hash": unit.input_hash,
+            "key": unit.key,
+            "metrics": metrics,
+            "commit": commit,
+            "params": unit.params,  # the folder alone can re-log its MLflow run
+            "tags": {k: str(v) for k, v in tags.items()},
+            "artifacts": list(unit.artifacts),
+        },
     )
     if unit.resume_state:
         (folder / unit.resume_state).unlink(missing_ok=True)
@@ -158,25 +168,62 @@ def run_unit(
     if not is_rank0():
         if not solo:  # a DDP unit: rank 0 prepares the folder and writes the files
             return work(choose_folder(unit), lambda m, s: None)
-        return _work_once(unit, work, lambda m, s: None, commit)
+        return _work_once(unit, work, lambda m, s: None, commit, tags)
     if tracking.end_killed(profile, unit.key, root):
         log.info("%s: the run a kill interrupted is marked KILLED", unit.key)
     with tracking.stage_run(
         unit.key, profile=profile, params=unit.params, tags=tags, commit=commit, root=root
     ) as run:
         if cached is None:
-            metrics = _work_once(unit, work, run.log_metrics, commit)
+            metrics = _work_once(unit, work, run.log_metrics, commit, tags)
         else:
             metrics = cached["metrics"]
-            for row in json.loads((unit.out / LOG).read_text()):
-                step = row.pop("step")
-                run.log_metrics(row, step)
-        run.log_metrics(
-            {k: v for k, v in metrics.items() if isinstance(v, int | float)}, _final_step(unit.out)
-        )
-        for name in (RESULT, LOG, "curves.png", *unit.artifacts):
-            run.log_artifact(unit.out / name)
+            _log_history(run, unit.out)
+        _log_outcome(run, unit.out, metrics, unit.artifacts)
     return metrics
+
+
+def _log_history(run: tracking.StageRun, out: Path) -> None:
+    for row in json.loads((out / LOG).read_text()):
+        step = row.pop("step")
+        run.log_metrics(row, step)
+
+
+def _log_outcome(
+    run: tracking.StageRun, out: Path, metrics: dict[str, Any], artifacts: tuple[str, ...]
+) -> None:
+    run.log_metrics(
+        {k: v for k, v in metrics.items() if isinstance(v, int | float)}, _final_step(out)
+    )
+    for name in (RESULT, LOG, "curves.png", *artifacts):
+        run.log_artifact(out / name)
+
+
+def ensure_logged(folder: Path, profile: str, root: str | Path = ".") -> tuple[str, bool]:
+    """The MLflow run id of the finished unit in ``folder`` (found by its key and input hash,
+    or re-logged from the folder: a deleted or fresh store), and whether it was re-logged.
+    Raises FileNotFoundError when the folder holds no finished run."""
+    path = folder / RESULT
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: no finished run ({RESULT} missing)")
+    saved = json.loads(path.read_text())
+    key, input_hash = saved["key"], saved["input_hash"]
+    found = tracking.find_run(profile, key, input_hash, root)
+    if found:
+        return found, False
+    log.info("%s: not in the MLflow store, re-logged from %s", key, folder)
+    tags = {"input_hash": input_hash, **saved.get("tags", {})}
+    with tracking.stage_run(
+        key,
+        profile=profile,
+        params=saved.get("params", {}),
+        tags=tags,
+        commit=saved.get("commit", ""),
+        root=root,
+    ) as run:
+        _log_history(run, folder)
+        _log_outcome(run, folder, saved["metrics"], tuple(saved.get("artifacts", ())))
+        return run.run_id, True
 
 
 def _final_step(out: Path) -> int:

@@ -49,7 +49,7 @@ def test_cells_orderings_and_absent_runs(store: Path) -> None:
 def test_write_reports_files(store: Path, tmp_path: Path) -> None:
     params = load_params(ROOT / "params.yaml")
     out = tmp_path / "reports"
-    summary = write_reports(params, out, root=store)
+    summary = write_reports(params, out, tracking.latest_runs("default", store), root=store)
     assert summary["runs"] == 6 and summary["absent_cells"] > 0
     for name in ("table1", "table2", "table4", "table5", "table6", "table7", "table8"):
         md = (out / "tables" / f"{name}.md").read_text()

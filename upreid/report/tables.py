@@ -352,9 +352,11 @@ def build_tables(runs: Runs, params: Params) -> list[Table]:
     ]
 
 
-def write_reports(params: Params, out: Path, root: str | Path = ".") -> dict[str, Any]:
-    """Every table and figure into ``out``; returns a summary (cells measured, absent)."""
-    records = tracking.latest_runs(params.profile, root)
+def write_reports(
+    params: Params, out: Path, records: dict[str, tracking.RunRecord], root: str | Path = "."
+) -> dict[str, Any]:
+    """Every table and figure into ``out`` from ``records`` (the runs of the current inputs,
+    by key); returns a summary (cells measured, absent)."""
     runs = Runs(records)
     tables = build_tables(runs, params)
     caption = (

@@ -11,6 +11,7 @@ from upreid.io import atomic_write_json, git_commit
 from upreid.params import Params
 from upreid.pipeline import Paths, runtime_of
 from upreid.steps.inference import explain_checkpoints
+from upreid.steps.store import current_runs
 
 
 def figure8(params: Params, root: str | Path | None = None, count: int = 4) -> Path | None:
@@ -42,7 +43,7 @@ def run_report(params: Params, root: str | Path | None = None) -> dict[str, Any]
 
     paths = Paths(params, root)
     figure8(params, root)
-    summary = write_reports(params, paths.reports, root=paths.root)
+    summary = write_reports(params, paths.reports, current_runs(params, root), root=paths.root)
     atomic_write_json(paths.metrics / "report.json", summary)
     with tracking.stage_run(
         "report",
