@@ -110,8 +110,59 @@ def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     report = tracking.artifact_paths(runs["report"].run_id, tmp_path)
     assert "tables/table1.md" in report and "README.md" in report, report
 
-    second = _repro(tmp_path)
-    assert "Running stage" not in second, second
+    _check_dvc_views(tmp_path)
+    second = _repro(tmp_path)  # nothing to do but check the store
+    assert re.findall(r"Running stage '([^']+)'", second) == ["store"], second
+    assert "0 re-logged" in second, second
+
+    # a lost store: the next `dvc repro` rebuilds it from the run folders
+    (tmp_path / "mlflow.db").unlink()
+    rebuilt = _repro(tmp_path)
+    assert re.search(r"MLflow store: 50 finished runs, 50 re-logged", rebuilt), rebuilt[-2000:]
+    assert set(runs) <= set(tracking.latest_runs("quick", tmp_path))
+
+    _check_experiment(tmp_path)
+
+
+def _dvc(work: Path, *args: str) -> str:
+    dvc, env = _dvc_env()
+    proc = subprocess.run(
+        [dvc, *args], cwd=work, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _check_dvc_views(work: Path) -> None:
+    """`dvc metrics show` is a table of a few columns; `dvc plots show` draws every run."""
+    table = _dvc(work, "metrics", "show", "--md")
+    header = table.splitlines()[0]
+    assert "mAP.upreid" in header and "loss.upreid" in header, header
+    assert header.count("|") < 40, header
+    _dvc(work, "plots", "show", "-o", "plots-html")
+    html = (work / "plots-html" / "index.html").read_text()
+    assert html.count('"text": "fine-tuning mAP"') == 37, html[:2000]
+    assert html.count('"text": "pre-training loss"') == 9
+
+
+def _check_experiment(work: Path) -> None:
+    """`dvc exp run -S` in a git checkout: the changed stages rerun, their MLflow runs carry
+    the experiment's name, and `dvc exp show` lists it."""
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "base"],
+    ):
+        subprocess.run(["git", *args], cwd=work, check=True, capture_output=True)
+    _dvc(
+        work, "exp", "run", "-n", "bot-lr", "-S", "finetune.bot.lr=0.002", "finetune@bot-market1501"
+    )
+    runs = tracking.latest_runs("quick", work)
+    run = runs["finetune/bot/market1501/moco/s0"]
+    assert run.tags.get("upreid.dvc_experiment") == "bot-lr", run.tags
+    assert run.params["finetune.lr"] == "0.002"
+    shown = _dvc(work, "exp", "show", "--md", "--no-pager", "--only-changed")
+    assert "bot-lr" in shown and "0.002" in shown, shown
 
 
 def _check_same_as_uninterrupted(work: Path, pre: Path, fine: Path) -> None:

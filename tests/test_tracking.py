@@ -163,3 +163,39 @@ def test_artifacts_are_hard_linked_into_the_project_store(
     tmp.write_bytes(b"weights-2")
     os.replace(tmp, run_dir / "best.pt")
     assert logged.read_bytes() == b"weights-1"
+
+
+def test_runs_carry_source_git_experiment_datasets_and_system_metrics(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    monkeypatch.setenv("DVC_EXP_NAME", "lr-sweep")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    with tracking.stage_run(
+        "finetune/bot/market1501/moco/s0",
+        profile="t",
+        params={},
+        tags={},
+        commit=f"{sha}-dirty",
+        root=store,
+    ) as run:
+        run.log_datasets(
+            {"train": {"name": "market1501", "source": "/d/m", "train": {"images": 12}}}
+        )
+        time.sleep(1.0)
+        run_id = run.run_id
+    client = mlflow.MlflowClient(tracking.tracking_uri(store))
+    got = client.get_run(run_id)
+    tags = got.data.tags
+    assert tags["mlflow.source.git.commit"] == sha and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.user"] and tags["upreid.dvc_experiment"] == "lr-sweep"
+    (inp,) = got.inputs.dataset_inputs
+    assert inp.dataset.name == "market1501" and json.loads(inp.dataset.profile)["train"] == {
+        "images": 12
+    }
+    assert [t.value for t in inp.tags if t.key == "mlflow.data.context"] == ["train"]
+    assert any(name.startswith("system/") for name in got.data.metrics), got.data.metrics
+    parent = client.get_run(tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED" and parent.info.end_time >= got.info.end_time

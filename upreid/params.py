@@ -212,6 +212,7 @@ class PretrainParams:
     bn_splits: int  # shuffle-BN groups of the EMA encoder within one process
     workers: int
     checkpoint_every_steps: int  # 0: only at epoch ends
+    log_every_steps: int  # losses to MLflow and the run's log every N steps (and epoch ends)
     compile: bool
 
     def __post_init__(self) -> None:
@@ -227,6 +228,7 @@ class PretrainParams:
             dim=self.dim,
             hidden_dim=self.hidden_dim,
             bn_splits=self.bn_splits,
+            log_every_steps=self.log_every_steps,
             temperature_global=self.temperature_global,
             temperature_patch=self.temperature_patch,
             temperature_consistency=self.temperature_consistency,

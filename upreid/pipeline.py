@@ -90,26 +90,15 @@ def manifest_digest(paths: Paths) -> str:
     return file_digest(paths.manifest)
 
 
-def write_stage_metrics(
-    path: Path, results: dict[str, dict[str, Any]], keys: tuple[str, ...]
-) -> None:
-    """The stage's DVC metrics file: a few numbers per key and run group (a run's seeds are
-    averaged: ``moco-s0``, ``moco-s1`` -> ``moco``), e.g. ``{"mAP": {"moco": 41.2}}``. Every
-    value of every run stays in its ``result.json``."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for name, metrics in results.items():
-        groups.setdefault(name.rsplit("-s", 1)[0], []).append(metrics)
-    summary = {
-        key: {
-            group: round(sum(m[key] for m in runs) / len(runs), 3)
-            for group, runs in groups.items()
-            if all(key in m for m in runs)
-        }
-        for key in keys
-    }
-    from upreid.io import atomic_write_json
+def dataset_inputs(paths: Paths, **contexts: str) -> dict[str, dict[str, Any]]:
+    """MLflow dataset inputs of a unit, by context (``train=market1501``), from the manifest."""
+    import json
 
-    atomic_write_json(path, summary)
+    manifest = json.loads(paths.manifest.read_text())
+    return {
+        context: {"name": name, "source": str(paths.dataset(name)), **manifest.get(name, {})}
+        for context, name in contexts.items()
+    }
 
 
 def track(params: Params, unit: Unit, work: Work, solo: bool = False) -> dict[str, Any]:

@@ -8,9 +8,12 @@ The store is ``sqlite:///<project>/mlflow.db`` unless ``MLFLOW_TRACKING_URI`` na
 from __future__ import annotations
 
 import functools
+import getpass
+import hashlib
 import json
 import logging
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -152,6 +155,30 @@ class StageRun:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))
 
+    def log_datasets(self, datasets: Mapping[str, Mapping[str, Any]]) -> None:
+        """MLflow dataset inputs, by context (``train``, ``target``, ...): each one's name,
+        source folder, and its manifest entry (splits, identities, images) as the profile."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = []
+        for context, info in datasets.items():
+            profile = {k: v for k, v in info.items() if k not in ("name", "source")}
+            blob = json.dumps(profile, sort_keys=True, default=str)
+            inputs.append(
+                DatasetInput(
+                    Dataset(
+                        name=str(info["name"]),
+                        digest=hashlib.sha256(blob.encode()).hexdigest()[:10],
+                        source_type="local",
+                        source=json.dumps({"uri": str(info["source"])}),
+                        profile=blob,
+                    ),
+                    tags=[InputTag("mlflow.data.context", context)],
+                )
+            )
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log a file or folder. Into a local artifact store on the same filesystem a file is
         hard-linked, not copied: run folders are written by atomic replace, so the link keeps
@@ -218,6 +245,7 @@ def stage_run(
     parent = _pipeline_run(client, exp_id, profile, commit)
     all_tags = {
         "mlflow.parentRunId": parent,
+        **standard_tags(commit),
         f"{TAG}key": key,
         f"{TAG}stage": key.split("/")[0],
         f"{TAG}profile": profile,
@@ -231,14 +259,52 @@ def stage_run(
     for i in range(0, len(flat), 90):
         client.log_batch(run.info.run_id, params=flat[i : i + 90])
     stage = StageRun(client, run.info.run_id)
+    monitor = _system_metrics(run.info.run_id, uri)
+    status = "FAILED"
     try:
         yield stage
-    except BaseException:
+        status = "FINISHED"
+    finally:
+        if monitor is not None:
+            monitor.finish()
         stage.flush()
-        client.set_terminated(run.info.run_id, "FAILED")
-        raise
-    stage.flush()
-    client.set_terminated(run.info.run_id, "FINISHED")
+        client.set_terminated(run.info.run_id, status)
+        client.set_terminated(parent, "FINISHED")  # the pipeline run spans its stages' runs
+
+
+def standard_tags(commit: str) -> dict[str, str]:
+    """MLflow's own source and git tags (Source and Version columns of the UI), and the DVC
+    experiment a run belongs to when ``dvc exp run`` started it."""
+    tags = {
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": Path(sys.argv[0]).name or "python",
+        "mlflow.user": getpass.getuser(),
+    }
+    sha = commit.removesuffix("-dirty")
+    if len(sha) == 40:
+        tags["mlflow.source.git.commit"] = sha
+    if os.environ.get("DVC_EXP_NAME"):
+        tags[f"{TAG}dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+        tags[f"{TAG}dvc_baseline"] = os.environ.get("DVC_EXP_BASELINE_REV", "")
+    return tags
+
+
+def _system_metrics(run_id: str, uri: str) -> Any:
+    """MLflow's system metrics (CPU, memory, GPU when present) sampled beside the run, every
+    ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` seconds (10 by default); off with
+    ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false``."""
+    if os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true").lower() == "false":
+        return None
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        interval = float(os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "10"))
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=uri)
+        monitor.start()
+        return monitor
+    except Exception as err:  # optional: a missing sampler never stops a run
+        log.warning("system metrics are off (%s)", err)
+        return None
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class Unit:
     tags: dict[str, Any] = field(default_factory=dict)
     artifacts: tuple[str, ...] = ()
     resume_state: str = ""
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # MLflow inputs
 
     @property
     def staging(self) -> Path:
@@ -139,6 +140,7 @@ def _work_once(
             "params": unit.params,  # the folder alone can re-log its MLflow run
             "tags": {k: str(v) for k, v in tags.items()},
             "artifacts": list(unit.artifacts),
+            "datasets": unit.datasets,
         },
     )
     if unit.resume_state:
@@ -174,6 +176,7 @@ def run_unit(
     with tracking.stage_run(
         unit.key, profile=profile, params=unit.params, tags=tags, commit=commit, root=root
     ) as run:
+        run.log_datasets(unit.datasets)
         if cached is None:
             metrics = _work_once(unit, work, run.log_metrics, commit, tags)
         else:
@@ -221,6 +224,7 @@ def ensure_logged(folder: Path, profile: str, root: str | Path = ".") -> tuple[s
         commit=saved.get("commit", ""),
         root=root,
     ) as run:
+        run.log_datasets(saved.get("datasets", {}))
         _log_history(run, folder)
         _log_outcome(run, folder, saved["metrics"], tuple(saved.get("artifacts", ())))
         return run.run_id, True

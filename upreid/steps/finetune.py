@@ -11,6 +11,7 @@ from upreid.params import Params, to_dict
 from upreid.pipeline import (
     MetricsFn,
     Paths,
+    dataset_inputs,
     file_digest,
     init_weights,
     listing_digest,
@@ -19,8 +20,8 @@ from upreid.pipeline import (
     runtime_of,
     spread,
     track,
-    write_stage_metrics,
 )
+from upreid.steps import write_stage_metrics
 from upreid.steps.pretrain import run_pretrain
 from upreid.units import Unit, digest, is_rank0
 
@@ -35,9 +36,7 @@ def run_finetune(
     if not is_rank0():
         return {}
     results = {run.dirname: metrics for run, metrics in zip(runs, done, strict=True)}
-    write_stage_metrics(
-        paths.metrics / "finetune" / f"{method}-{dataset}.json", results, ("mAP", "rank1")
-    )
+    write_stage_metrics(paths.metrics / "finetune" / f"{method}-{dataset}.json", results, ("mAP",))
     return results
 
 
@@ -125,6 +124,11 @@ def finetune_many(
             tags={"method": method, "dataset": dataset, "init": run.init, "run_seed": run.seed},
             artifacts=("history.json", "best.pt"),
             resume_state="last.pt",
+            datasets=(
+                dataset_inputs(paths, train=dataset)
+                if data_path is None
+                else {"train": {"name": dataset, "source": str(data_path)}}
+            ),
         )
         results.append(track(params, unit, work, solo=True))
     return results

@@ -10,11 +10,12 @@ from upreid.params import Params, to_dict
 from upreid.pipeline import (
     MetricsFn,
     Paths,
+    dataset_inputs,
     manifest_digest,
     runtime_of,
     track,
-    write_stage_metrics,
 )
+from upreid.steps import write_stage_metrics
 from upreid.units import Unit, digest, is_rank0
 
 
@@ -72,5 +73,6 @@ def run_pretrain(
         tags={"variant": variant},
         artifacts=("backbone.pt",),
         resume_state="checkpoint.pt",
+        datasets=dataset_inputs(paths, train="luperson"),
     )
     return track(params, unit, work)

@@ -11,7 +11,11 @@ from upreid.io import atomic_write_json, git_commit
 from upreid.params import Params
 from upreid.pipeline import Paths, runtime_of
 from upreid.steps.inference import explain_checkpoints
-from upreid.steps.store import current_runs
+from upreid.steps.store import current_runs, expected_folders
+from upreid.units import LOG
+
+# DVC plots (dvc.yaml `plots:`): per run, the curve of each kind of run against its x axis.
+PLOT_FIELDS = {"pretrain": ("loss",), "finetune": ("mAP",), "spcl": ("mAP",)}
 
 
 def figure8(params: Params, root: str | Path | None = None, count: int = 4) -> Path | None:
@@ -37,6 +41,32 @@ def figure8(params: Params, root: str | Path | None = None, count: int = 4) -> P
     )
 
 
+def write_plot_data(params: Params, root: str | Path | None = None) -> int:
+    """``reports/plots/<kind>/<run>.json`` for every run of these params: its ``step`` (the
+    pre-training step, the fine-tuning or SpCL epoch) and curve. Returns the files written."""
+    import json
+
+    paths = Paths(params, root)
+    written: set[Path] = set()
+    for folder in expected_folders(params, paths):
+        kind, *name = folder.relative_to(paths.runs).parts
+        fields = PLOT_FIELDS[kind]
+        rows = json.loads((folder / LOG).read_text()) if (folder / LOG).is_file() else []
+        curve = [
+            {"step": row["step"], **{f: row[f] for f in fields if f in row}}
+            for row in rows
+            if any(f in row for f in fields)
+        ]
+        out = paths.reports / "plots" / kind / f"{'-'.join(name)}.json"
+        atomic_write_json(out, curve)
+        written.add(out)
+    for kind in PLOT_FIELDS:  # files of runs these params no longer make
+        for old in (paths.reports / "plots" / kind).glob("*.json"):
+            if old not in written:
+                old.unlink()
+    return len(written)
+
+
 def run_report(params: Params, root: str | Path | None = None) -> dict[str, Any]:
     """Write the paper's tables and figures to ``reports/`` from the MLflow runs."""
     from upreid.report.tables import write_reports
@@ -44,6 +74,7 @@ def run_report(params: Params, root: str | Path | None = None) -> dict[str, Any]
     paths = Paths(params, root)
     figure8(params, root)
     summary = write_reports(params, paths.reports, current_runs(params, root), root=paths.root)
+    summary["plots"] = write_plot_data(params, root)
     atomic_write_json(paths.metrics / "report.json", summary)
     with tracking.stage_run(
         "report",

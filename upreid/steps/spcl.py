@@ -11,6 +11,7 @@ from upreid.params import Params, to_dict
 from upreid.pipeline import (
     MetricsFn,
     Paths,
+    dataset_inputs,
     file_digest,
     init_weights,
     manifest_digest,
@@ -18,8 +19,8 @@ from upreid.pipeline import (
     runtime_of,
     spread,
     track,
-    write_stage_metrics,
 )
+from upreid.steps import write_stage_metrics
 from upreid.units import Unit, digest, is_rank0
 
 
@@ -40,7 +41,7 @@ def run_spcl(params: Params, setting: str, root: str | Path | None = None) -> di
     if not is_rank0():
         return {}
     results = dict(zip(inits, done, strict=True))
-    write_stage_metrics(paths.metrics / "spcl" / f"{setting}.json", results, ("mAP", "rank1"))
+    write_stage_metrics(paths.metrics / "spcl" / f"{setting}.json", results, ("mAP",))
     return results
 
 
@@ -112,5 +113,8 @@ def adapt_one(
         tags={"setting": setting, "init": init},
         artifacts=("history.json", "model.pt"),
         resume_state="last.pt",
+        datasets=dataset_inputs(
+            paths, target=target_name, **({"source": source_name} if source_name else {})
+        ),
     )
     return track(params, unit, work, solo=True)

@@ -225,11 +225,16 @@ class _EpochFn:
             self.model.step_ema()
             self.rates.append(rate(len(x_q) * rt.world, tick))
             tick = time.perf_counter()
-            row = {k: float(v.detach()) for k, v in losses.items()}
-            row.update(lr=self.opt.param_groups[0]["lr"], images_per_s=self.rates[-1])
-            self.last = row
-            self.trainer.log_step(row)
-            self.trainer.progress.update(epoch=epoch, loss=row["loss"], img_s=self.rates[-1])
+            if (
+                state.step % self.pp.log_every_steps == 0
+                or state.in_epoch == len(self.loader)
+                or state.step >= self.total
+            ):
+                row = {k: float(v.detach()) for k, v in losses.items()}  # syncs the device
+                row.update(lr=self.opt.param_groups[0]["lr"], images_per_s=self.rates[-1])
+                self.last = row
+                self.trainer.log_step(row)
+                self.trainer.progress.update(epoch=epoch, loss=row["loss"], img_s=self.rates[-1])
             state.extra["shuffle_gen"] = self.model.shuffle_gen.get_state()
             if state.in_epoch < len(self.loader):
                 if state.step >= self.total:  # the step budget ends the run mid-epoch
