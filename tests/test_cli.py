@@ -1,5 +1,7 @@
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -150,3 +152,46 @@ def test_paths_follow_the_params_file_not_the_current_folder(tmp_path: Path, mon
     out = " ".join(result.output.split())
     assert str(ROOT / "reports") in out and str(ROOT / "mlflow.db") in out
     assert str(tmp_path) not in out and not (tmp_path / "mlflow.db").exists()
+
+
+def _bot_checkpoint(path: Path) -> Path:
+    import torch
+
+    from upreid.models.reid import build_reid_model
+
+    torch.manual_seed(0)
+    model = build_reid_model("bot", "resnet18", 4)
+    meta = {"method": "bot", "arch": "resnet18", "num_classes": 4, "height": 32, "width": 16}
+    torch.save({**meta, "model": model.state_dict()}, path)
+    return path
+
+
+def test_more_user_mistakes_print_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    ckpt = _bot_checkpoint(tmp_path / "best.pt")
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    Image.new("RGB", (16, 32), (90, 20, 20)).save(gallery / "0001_c1s1_000001_00.jpg")
+    not_image = tmp_path / "query.jpg"
+    not_image.write_text("this is text, not a picture\n")
+    query = ["search", str(ckpt), "--gallery", str(gallery), "--query"]
+    out = _err([*query, str(not_image)])
+    assert "query.jpg" in out and "image" in out, out
+    ok = runner.invoke(app, [*query, str(gallery / "0001_c1s1_000001_00.jpg")])
+    assert ok.exit_code == 0 and "0001_c1s1_000001_00.jpg" in ok.output, ok.output
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    assert _err([*query[:1], str(truncated), *query[2:], str(not_image)]).startswith("error:")
+
+    out = _err(["finetune", "--init", "imagenet21k"])
+    assert "imagenet21k" in out and "neither a weights file nor a known init" in out, out
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    start = time.monotonic()
+    out = _err(["tables"])
+    assert "unreachable" in out and "MLFLOW_TRACKING_URI" in out, out
+    assert time.monotonic() - start < 30

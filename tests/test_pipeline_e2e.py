@@ -119,9 +119,23 @@ def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     (tmp_path / "mlflow.db").unlink()
     rebuilt = _repro(tmp_path)
     assert re.search(r"MLflow store: 50 finished runs, 50 re-logged", rebuilt), rebuilt[-2000:]
-    assert set(runs) <= set(tracking.latest_runs("quick", tmp_path))
+    assert set(runs) <= set(_fresh_runs(tmp_path))
 
     _check_experiment(tmp_path)
+
+
+def _fresh_runs(work: Path) -> dict[str, dict]:
+    """The store's newest runs as a new process sees them (MLflow keeps one database engine
+    per process: this one still reads the store deleted above)."""
+    code = (
+        "import json, sys; from upreid import tracking; "
+        "runs = tracking.latest_runs('quick', sys.argv[1]); "
+        "print(json.dumps({k: {'tags': r.tags, 'params': r.params} for k, r in runs.items()}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(work)], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
 
 
 def _dvc(work: Path, *args: str) -> str:
@@ -157,10 +171,9 @@ def _check_experiment(work: Path) -> None:
     _dvc(
         work, "exp", "run", "-n", "bot-lr", "-S", "finetune.bot.lr=0.002", "finetune@bot-market1501"
     )
-    runs = tracking.latest_runs("quick", work)
-    run = runs["finetune/bot/market1501/moco/s0"]
-    assert run.tags.get("upreid.dvc_experiment") == "bot-lr", run.tags
-    assert run.params["finetune.lr"] == "0.002"
+    run = _fresh_runs(work)["finetune/bot/market1501/moco/s0"]
+    assert run["tags"].get("upreid.dvc_experiment") == "bot-lr", run["tags"]
+    assert run["params"]["finetune.lr"] == "0.002"
     shown = _dvc(work, "exp", "show", "--md", "--no-pager", "--only-changed")
     assert "bot-lr" in shown and "0.002" in shown, shown
 

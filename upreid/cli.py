@@ -340,6 +340,21 @@ def export(
 
 @app.command()
 @user_errors
+def register(
+    run: Annotated[str, typer.Argument(help="run key (finetune/bot/market1501/upreid/s0) or id")],
+    name: Annotated[str, typer.Option(help="registered model name")] = "upreid-reid",
+) -> None:
+    """Register a fine-tuning or SpCL run's MLflow model in the model registry."""
+    from upreid import tracking
+
+    params = _params()
+    run_id = tracking.find_run_id(params.profile, run, params.root)
+    version = tracking.register_model(run_id, name, params.root)
+    typer.echo(f"registered {run} (run {run_id}) as {name} version {version}")
+
+
+@app.command()
+@user_errors
 def tables() -> None:
     """Write the paper's tables and figures to reports/ from the MLflow runs."""
     from upreid.pipeline import where

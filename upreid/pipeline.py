@@ -169,17 +169,13 @@ def relaunch_distributed(params: Params, argv: list[str]) -> None:
     os.execvp(cmd[0], [*cmd, *argv])
 
 
-def where(params: Params, root: str | Path | None = None) -> str:
-    """Where the results are and how to browse the runs."""
+def where(params: Params, root: str | Path | None = None, port: int = 5000) -> str:
+    """Where the results are and how to browse the runs (the training runs' page)."""
     paths = Paths(params, root)
     uri = tracking.tracking_uri(paths.root)
-    ui = (
-        f"mlflow ui --backend-store-uri {uri} --port 5000"
-        if uri.startswith("sqlite")
-        else f"open {uri}"
-    )
+    url = tracking.ui_url(params.profile, paths.root, f"http://127.0.0.1:{port}")
+    ui = f"mlflow ui --backend-store-uri {uri} --port {port}  then " if "sqlite" in uri else ""
     return (
         f"Tables and figures: {paths.reports.resolve() / 'README.md'}\n"
-        f"MLflow runs (experiment upreid-{params.profile}): {ui}  then open "
-        "http://127.0.0.1:5000"
+        f"MLflow runs (experiment upreid-{params.profile}): {ui}open {url}"
     )

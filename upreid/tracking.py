@@ -179,6 +179,45 @@ class StageRun:
         if inputs:
             self.client.log_inputs(self.run_id, datasets=inputs)
 
+    def log_model(self, checkpoint: str | Path) -> str:
+        """``checkpoint``'s embedding model as the run's MLflow model ``model``: a PyTorch
+        module (torch.export's program) taking float32 images (B, 3, H, W), normalised as for
+        evaluation, to L2-normalised embeddings (B, D), with a signature and an input
+        example. Returns the model URI (``mlflow.pytorch.load_model`` takes
+        it, and so does ``upreid register``)."""
+        import mlflow
+        import mlflow.pytorch
+        import numpy as np
+        import torch
+        import torchvision
+        from mlflow.models import infer_signature
+
+        from upreid.export import EmbeddingModel
+        from upreid.models.checkpoints import load_model
+
+        loaded = load_model(checkpoint)
+        model = EmbeddingModel(loaded).eval()
+        example = np.random.default_rng(0).standard_normal(
+            (2, 3, loaded.height, loaded.width), dtype=np.float32
+        )
+        with torch.no_grad():
+            signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+        with mlflow.start_run(run_id=self.run_id):
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example,
+                serialization_format="pt2",  # torch.export: loading runs no pickled code
+                validate_serving_input=False,  # a reload and predict, ~2 s a model
+                pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}",
+                    f"torchvision=={torchvision.__version__.split('+')[0]}",
+                ],
+            )
+        self.client.set_tag(self.run_id, f"{TAG}model_uri", info.model_uri)
+        return str(info.model_uri)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log a file or folder. Into a local artifact store on the same filesystem a file is
         hard-linked, not copied: run folders are written by atomic replace, so the link keeps
@@ -411,3 +450,47 @@ def artifact_paths(run_id: str, root: str | Path = ".") -> list[str]:
 
 def dump_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
+
+
+def ui_url(profile: str, root: str | Path = ".", base: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI page of this profile's training runs (MLflow 3 opens an experiment in
+    its GenAI view unless asked for ``workflowType=machine_learning``). ``base`` is where
+    ``mlflow ui`` serves the local store; a remote tracking server is its own base."""
+    uri = tracking_uri(root)
+    if uri.startswith(("http://", "https://")):
+        base = uri.rstrip("/")
+    elif not (uri.startswith("sqlite:///") and Path(uri[len("sqlite:///") :]).is_file()):
+        return base  # no store yet: the experiment has no id
+    exp = _client(uri).get_experiment_by_name(f"{EXPERIMENT_PREFIX}-{profile}")
+    if exp is None:
+        return base
+    return f"{base}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+
+
+def register_model(run_id: str, name: str, root: str | Path = ".") -> int:
+    """Register the MLflow model of run ``run_id`` as a new version of ``name`` in the model
+    registry; returns the version."""
+    import mlflow
+
+    client = _client(tracking_uri(root))
+    uri = client.get_run(run_id).data.tags.get(f"{TAG}model_uri")
+    if not uri:
+        raise TrackingError(
+            f"run {run_id} has no MLflow model: only fine-tuning and SpCL runs log one"
+        )
+    version = mlflow.register_model(uri, name)
+    return int(version.version)
+
+
+def find_run_id(profile: str, key_or_id: str, root: str | Path = ".") -> str:
+    """The id of the newest FINISHED run named ``key_or_id`` in ``profile``, or
+    ``key_or_id`` itself when it is a run id."""
+    runs = latest_runs(profile, root)
+    if key_or_id in runs:
+        return runs[key_or_id].run_id
+    if any(r.run_id == key_or_id for r in runs.values()):
+        return key_or_id
+    raise TrackingError(
+        f"no finished run {key_or_id!r} in profile {profile!r}; give a run key "
+        "(finetune/bot/market1501/upreid/s0) or an id from the MLflow UI"
+    )

@@ -59,6 +59,7 @@ class Unit:
     artifacts: tuple[str, ...] = ()
     resume_state: str = ""
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # MLflow inputs
+    model: str = ""  # the file logged as the run's MLflow model (fine-tuning, SpCL)
 
     @property
     def staging(self) -> Path:
@@ -141,6 +142,7 @@ def _work_once(
             "tags": {k: str(v) for k, v in tags.items()},
             "artifacts": list(unit.artifacts),
             "datasets": unit.datasets,
+            "model": unit.model,
         },
     )
     if unit.resume_state:
@@ -182,7 +184,7 @@ def run_unit(
         else:
             metrics = cached["metrics"]
             _log_history(run, unit.out)
-        _log_outcome(run, unit.out, metrics, unit.artifacts)
+        _log_outcome(run, unit.out, metrics, unit.artifacts, unit.model)
     return metrics
 
 
@@ -193,13 +195,19 @@ def _log_history(run: tracking.StageRun, out: Path) -> None:
 
 
 def _log_outcome(
-    run: tracking.StageRun, out: Path, metrics: dict[str, Any], artifacts: tuple[str, ...]
+    run: tracking.StageRun,
+    out: Path,
+    metrics: dict[str, Any],
+    artifacts: tuple[str, ...],
+    model: str = "",
 ) -> None:
     run.log_metrics(
         {k: v for k, v in metrics.items() if isinstance(v, int | float)}, _final_step(out)
     )
     for name in (RESULT, LOG, "curves.png", *artifacts):
         run.log_artifact(out / name)
+    if model:
+        run.log_model(out / model)
 
 
 def ensure_logged(folder: Path, profile: str, root: str | Path = ".") -> tuple[str, bool]:
@@ -226,7 +234,13 @@ def ensure_logged(folder: Path, profile: str, root: str | Path = ".") -> tuple[s
     ) as run:
         run.log_datasets(saved.get("datasets", {}))
         _log_history(run, folder)
-        _log_outcome(run, folder, saved["metrics"], tuple(saved.get("artifacts", ())))
+        _log_outcome(
+            run,
+            folder,
+            saved["metrics"],
+            tuple(saved.get("artifacts", ())),
+            saved.get("model", ""),
+        )
         return run.run_id, True
 
 

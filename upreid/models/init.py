@@ -22,7 +22,8 @@ def check_init(init: str, weights: str | Path | None) -> None:
         raise ValueError(f"init {init!r} needs a weights file")
     if not Path(weights).is_file():
         hint = (
-            "give the path of an existing weights file"
+            "it is neither a weights file nor a known init (scratch, insup, or a "
+            "pre-training variant: moco, upreid, ...); give one of those, or file:PATH"
             if init == "file"
             else "put a torchvision ResNet ImageNet state dict there (e.g. the file "
             "torchvision downloads for resnet50(weights='IMAGENET1K_V1')) or change "

@@ -124,6 +124,7 @@ def finetune_many(
             tags={"method": method, "dataset": dataset, "init": run.init, "run_seed": run.seed},
             artifacts=("history.json", "best.pt"),
             resume_state="last.pt",
+            model="best.pt",
             datasets=(
                 dataset_inputs(paths, train=dataset)
                 if data_path is None

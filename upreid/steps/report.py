@@ -72,6 +72,7 @@ def run_report(params: Params, root: str | Path | None = None) -> dict[str, Any]
     from upreid.report.tables import write_reports
 
     paths = Paths(params, root)
+    tracking.check_reachable(tracking.tracking_uri(paths.root))  # seconds, before any work
     figure8(params, root)
     summary = write_reports(params, paths.reports, current_runs(params, root), root=paths.root)
     summary["plots"] = write_plot_data(params, root)

@@ -113,6 +113,7 @@ def adapt_one(
         tags={"setting": setting, "init": init},
         artifacts=("history.json", "model.pt"),
         resume_state="last.pt",
+        model="model.pt",
         datasets=dataset_inputs(
             paths, target=target_name, **({"source": source_name} if source_name else {})
         ),
