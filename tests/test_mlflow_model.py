@@ -13,6 +13,7 @@ from upreid.cli import app
 from upreid.export import EmbeddingModel
 from upreid.models.checkpoints import load_model
 from upreid.models.reid import build_reid_model
+from upreid.units import embedding_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ def test_logged_model_embeds_images_and_registers(
     with tracking.stage_run(
         key, profile="quick", params={}, tags={}, commit="c", root=tmp_path
     ) as run:
-        uri = run.log_model(path)
+        uri = run.log_model(*embedding_model(path))
         run_id = run.run_id
     mlflow.set_tracking_uri(tracking.tracking_uri(tmp_path))
     model = mlflow.pytorch.load_model(uri)

@@ -4,10 +4,14 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -111,6 +115,7 @@ def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "tables/table1.md" in report and "README.md" in report, report
 
     _check_dvc_views(tmp_path)
+    _check_mlflow_ui(tmp_path, runs["finetune/mgn/cuhk03/upreid/s0"].run_id)
     second = _repro(tmp_path)  # nothing to do but check the store
     assert re.findall(r"Running stage '([^']+)'", second) == ["store"], second
     assert "0 re-logged" in second, second
@@ -119,7 +124,7 @@ def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     (tmp_path / "mlflow.db").unlink()
     rebuilt = _repro(tmp_path)
     assert re.search(r"MLflow store: 50 finished runs, 50 re-logged", rebuilt), rebuilt[-2000:]
-    assert set(runs) <= set(_fresh_runs(tmp_path))
+    assert set(runs) - {"report"} <= set(_fresh_runs(tmp_path))  # every unit's run
 
     _check_experiment(tmp_path)
 
@@ -136,6 +141,97 @@ def _fresh_runs(work: Path) -> dict[str, dict]:
         [sys.executable, "-c", code, str(work)], capture_output=True, text=True, check=True
     )
     return json.loads(out.stdout)
+
+
+CHROMIUM_FLAGS = (  # headless, and no calls home on a closed network
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--window-size=1400,900",
+)
+
+
+def _page(url: str, work: Path) -> str:
+    """The DOM of ``url`` once headless Chromium has run its scripts."""
+    chromium = shutil.which("chromium")
+    assert chromium, "needs Debian's chromium: the README's test command installs it"
+    with tempfile.TemporaryDirectory(dir=work) as profile:
+        proc = subprocess.run(
+            [
+                chromium,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=15000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def _check_mlflow_ui(work: Path, run_id: str) -> None:
+    """`mlflow server` over the store, in a real browser: the page `upreid info` names is the
+    training runs of the experiment; a fine-tuning run shows its name, mAP and dataset; its
+    mAP chart draws."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mlflow = Path(sys.executable).with_name("mlflow")
+    store = f"sqlite:///{work / 'mlflow.db'}"
+    with open(work / "mlflow-server.log", "w") as log:
+        server = subprocess.Popen(
+            [str(mlflow), "server", "--backend-store-uri", store, "--host", "127.0.0.1"]
+            + ["--port", str(port), "--workers", "1"],
+            cwd=work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "no mlflow server"
+            time.sleep(0.5)
+        upreid = Path(sys.executable).with_name("upreid")
+        info = subprocess.run(
+            [str(upreid), "--params", str(work / "params.yaml"), "info", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        (landing,) = re.findall(rf"{re.escape(base)}/\S+", info)
+        assert landing.endswith("runs?workflowType=machine_learning"), info
+        runs_page = _page(landing, work)
+        assert "pipeline quick@" in runs_page and "Select all runs" in runs_page, runs_page[-3000:]
+        exp = landing.split("/experiments/")[1].split("/")[0]
+        run_page = _page(f"{base}/#/experiments/{exp}/runs/{run_id}", work)
+        for text in ("finetune/mgn/cuhk03/upreid/s0", "mAP", "cuhk03"):
+            assert text in run_page, (text, run_page[-3000:])
+        chart = _page(
+            f'{base}/#/metric?runs=["{run_id}"]&metric="mAP"&experiments=["{exp}"]'
+            '&plot_metric_keys=["mAP"]',
+            work,
+        )
+        assert "finetune/mgn/cuhk03/upreid/s0" in chart and "main-svg" in chart, chart[-3000:]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
 
 
 def _dvc(work: Path, *args: str) -> str:

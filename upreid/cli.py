@@ -367,11 +367,13 @@ def tables() -> None:
 
 @app.command()
 @user_errors
-def info() -> None:
-    """Where the tables are and how to open the MLflow UI."""
+def info(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port of `mlflow ui`")] = 5000,
+) -> None:
+    """Where the tables are, and the MLflow UI page of this profile's training runs."""
     from upreid.pipeline import where
 
-    typer.echo(where(_params()))
+    typer.echo(where(_params(), port=port))
 
 
 if __name__ == "__main__":

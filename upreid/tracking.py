@@ -179,36 +179,26 @@ class StageRun:
         if inputs:
             self.client.log_inputs(self.run_id, datasets=inputs)
 
-    def log_model(self, checkpoint: str | Path) -> str:
-        """``checkpoint``'s embedding model as the run's MLflow model ``model``: a PyTorch
-        module (torch.export's program) taking float32 images (B, 3, H, W), normalised as for
-        evaluation, to L2-normalised embeddings (B, D), with a signature and an input
-        example. Returns the model URI (``mlflow.pytorch.load_model`` takes
-        it, and so does ``upreid register``)."""
+    def log_model(self, module: Any, example: Any) -> str:
+        """``module`` (a ``torch.nn.Module``) as the run's MLflow model ``model``: saved as a
+        torch.export program (loading it runs no pickled code), with the signature of its
+        output on ``example`` (a float32 NumPy batch) and ``example`` itself. Returns the
+        model URI (``mlflow.pytorch.load_model`` takes it, and so does ``upreid register``)."""
         import mlflow
         import mlflow.pytorch
-        import numpy as np
         import torch
         import torchvision
         from mlflow.models import infer_signature
 
-        from upreid.export import EmbeddingModel
-        from upreid.models.checkpoints import load_model
-
-        loaded = load_model(checkpoint)
-        model = EmbeddingModel(loaded).eval()
-        example = np.random.default_rng(0).standard_normal(
-            (2, 3, loaded.height, loaded.width), dtype=np.float32
-        )
         with torch.no_grad():
-            signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+            signature = infer_signature(example, module(torch.from_numpy(example)).numpy())
         with mlflow.start_run(run_id=self.run_id):
             info = mlflow.pytorch.log_model(
-                model,
+                module,
                 name="model",
                 signature=signature,
                 input_example=example,
-                serialization_format="pt2",  # torch.export: loading runs no pickled code
+                serialization_format="pt2",
                 validate_serving_input=False,  # a reload and predict, ~2 s a model
                 pip_requirements=[
                     f"torch=={torch.__version__.split('+')[0]}",

@@ -207,7 +207,22 @@ def _log_outcome(
     for name in (RESULT, LOG, "curves.png", *artifacts):
         run.log_artifact(out / name)
     if model:
-        run.log_model(out / model)
+        run.log_model(*embedding_model(out / model))
+
+
+def embedding_model(checkpoint: Path) -> tuple[Any, Any]:
+    """The embedding module of a model file (images to L2-normalised features, what retrieval
+    compares) and an input example for its MLflow signature."""
+    import numpy as np
+
+    from upreid.export import EmbeddingModel
+    from upreid.models.checkpoints import load_model
+
+    loaded = load_model(checkpoint)
+    example = np.random.default_rng(0).standard_normal(
+        (2, 3, loaded.height, loaded.width), dtype=np.float32
+    )
+    return EmbeddingModel(loaded).eval(), example
 
 
 def ensure_logged(folder: Path, profile: str, root: str | Path = ".") -> tuple[str, bool]:
