@@ -258,8 +258,10 @@ def _check_dvc_views(work: Path) -> None:
 def _check_experiment(work: Path) -> None:
     """`dvc exp run -S` in a git checkout: the changed stages rerun, their MLflow runs carry
     the experiment's name, and `dvc exp show` lists it."""
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    # what this test wrote beside the project stays out of the commit
+    (work / ".git" / "info" / "exclude").write_text("ref-*/\nplots-html/\n*.log\n")
     for args in (
-        ["init", "-q"],
         ["add", "-A"],
         ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "base"],
     ):
