@@ -195,3 +195,30 @@ def test_more_user_mistakes_print_one_line_and_exit_2(
     out = _err(["tables"])
     assert "unreachable" in out and "MLFLOW_TRACKING_URI" in out, out
     assert time.monotonic() - start < 30
+
+
+def test_debug_shows_the_traceback_and_overrides_are_validated(tmp_path: Path) -> None:
+    bad_yaml = tmp_path / "params.yaml"
+    bad_yaml.write_text("seed: [1\n")
+    result = runner.invoke(app, ["--debug", "--params", str(bad_yaml), "info"])
+    assert result.exit_code == 1 and result.exception is not None  # raised, not reported
+    assert "error:" not in result.output
+    out = _err(["-S", "finetune.bot.lr=inf", "info"])
+    assert "finetune.bot" in out and "lr" in out, out
+    assert "has no key 'nope'" in _err(["-S", "finetune.bot.nope=1", "info"])
+
+
+def test_data_check_fails_on_an_empty_split(tmp_path: Path) -> None:
+    root = tmp_path / "market1501"
+    for split in ("bounding_box_train", "bounding_box_test", "query"):
+        (root / split).mkdir(parents=True)
+    from PIL import Image
+
+    for split, name in (
+        ("bounding_box_train", "0001_c1s1_000001_00.jpg"),
+        ("bounding_box_test", "0002_c2s1_000001_00.jpg"),
+    ):
+        Image.new("RGB", (16, 32)).save(root / split / name)
+    result = runner.invoke(app, ["data", "check", str(root), "--format", "market1501"])
+    assert result.exit_code == 1, result.output  # the query split is empty
+    assert "query" in result.output

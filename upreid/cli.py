@@ -100,6 +100,8 @@ def _params() -> Params:
     try:
         return load_params(STATE["params"], STATE["profile"], STATE.get("overrides"))
     except ParamsError as err:
+        if STATE["debug"]:
+            raise
         _fail(str(err))
         raise
 
