@@ -17,6 +17,22 @@ def project_root() -> Path:
     return ROOT
 
 
+def write_bot_checkpoint(path: Path) -> Path:
+    """A small BoT ``best.pt`` (ResNet-18, 4 classes, 32x16 inputs) as fine-tuning writes it."""
+    from upreid.models.reid import build_reid_model
+
+    torch.manual_seed(0)
+    model = build_reid_model("bot", "resnet18", 4)
+    meta = {"method": "bot", "arch": "resnet18", "num_classes": 4, "height": 32, "width": 16}
+    torch.save({**meta, "model": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture
+def bot_checkpoint(tmp_path: Path) -> Path:
+    return write_bot_checkpoint(tmp_path / "best.pt")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``cuda``-marked tests need a GPU: without one they are reported as not run here
     (``benchmarks/gpu_check.py`` runs them on a GPU machine)."""

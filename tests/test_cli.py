@@ -154,24 +154,12 @@ def test_paths_follow_the_params_file_not_the_current_folder(tmp_path: Path, mon
     assert str(tmp_path) not in out and not (tmp_path / "mlflow.db").exists()
 
 
-def _bot_checkpoint(path: Path) -> Path:
-    import torch
-
-    from upreid.models.reid import build_reid_model
-
-    torch.manual_seed(0)
-    model = build_reid_model("bot", "resnet18", 4)
-    meta = {"method": "bot", "arch": "resnet18", "num_classes": 4, "height": 32, "width": 16}
-    torch.save({**meta, "model": model.state_dict()}, path)
-    return path
-
-
 def test_more_user_mistakes_print_one_line_and_exit_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bot_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from PIL import Image
 
-    ckpt = _bot_checkpoint(tmp_path / "best.pt")
+    ckpt = bot_checkpoint
     gallery = tmp_path / "gallery"
     gallery.mkdir()
     Image.new("RGB", (16, 32), (90, 20, 20)).save(gallery / "0001_c1s1_000001_00.jpg")

@@ -12,26 +12,11 @@ from typer.testing import CliRunner
 from upreid.cli import app
 from upreid.export import EmbeddingModel
 from upreid.models.checkpoints import load_model
-from upreid.models.reid import build_reid_model
 
 
 @pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    model = build_reid_model("bot", "resnet18", 4)
-    path = tmp_path / "best.pt"
-    torch.save(
-        {
-            "method": "bot",
-            "arch": "resnet18",
-            "num_classes": 4,
-            "height": 32,
-            "width": 16,
-            "model": model.state_dict(),
-        },
-        path,
-    )
-    return path
+def checkpoint(bot_checkpoint: Path) -> Path:
+    return bot_checkpoint
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

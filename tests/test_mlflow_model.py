@@ -12,32 +12,19 @@ from upreid import tracking
 from upreid.cli import app
 from upreid.export import EmbeddingModel
 from upreid.models.checkpoints import load_model
-from upreid.models.reid import build_reid_model
 from upreid.units import embedding_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_logged_model_embeds_images_and_registers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bot_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
     import mlflow.pytorch
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    torch.manual_seed(0)
-    path = tmp_path / "best.pt"
-    torch.save(
-        {
-            "method": "bot",
-            "arch": "resnet18",
-            "num_classes": 4,
-            "height": 32,
-            "width": 16,
-            "model": build_reid_model("bot", "resnet18", 4).state_dict(),
-        },
-        path,
-    )
+    path = bot_checkpoint
     key = "finetune/bot/market1501/upreid/s0"
     with tracking.stage_run(
         key, profile="quick", params={}, tags={}, commit="c", root=tmp_path
