@@ -54,3 +54,46 @@ def test_logged_model_embeds_images_and_registers(
     assert "version 2" in again.output
     missing = CliRunner().invoke(app, [*cli[:4], "register", "finetune/nope/s0"])
     assert missing.exit_code == 2 and "no finished run" in missing.output
+
+
+def test_a_unit_logs_its_model_only_when_it_names_one(
+    bot_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline's path: a unit with ``model`` (``pipeline.log_models: true``) leaves an
+    MLflow model on its run, also when it is re-logged from its folder into a lost store; a unit
+    without one (the quick profile) leaves none."""
+    import mlflow
+    import mlflow.pytorch
+
+    import shutil
+
+    from upreid.units import Unit, ensure_logged, run_unit
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def work(folder: Path, on_metrics: object) -> dict[str, float]:
+        shutil.copy(bot_checkpoint, folder / "best.pt")
+        return {"mAP": 1.0}
+
+    x = torch.randn(2, 3, 32, 16)
+    for model, key in (("best.pt", "finetune/bot/m/a/s0"), ("", "finetune/bot/m/b/s0")):
+        unit = Unit(key, tmp_path / "runs" / key, "h", {}, artifacts=("best.pt",), model=model)
+        run_unit(unit, work, "t", {"seed": 0}, root=tmp_path)
+    mlflow.set_tracking_uri(tracking.tracking_uri(tmp_path))
+    runs = tracking.latest_runs("t", tmp_path)
+    want = EmbeddingModel(load_model(tmp_path / "runs" / "finetune/bot/m/a/s0" / "best.pt"))
+    with torch.no_grad():
+        got = mlflow.pytorch.load_model(f"runs:/{runs['finetune/bot/m/a/s0'].run_id}/model")(x)
+        assert torch.allclose(got, want(x), atol=1e-5)
+    tags = {k: [t for t in runs[k].tags if t.endswith("model_uri")] for k in runs}
+    assert tags == {"finetune/bot/m/a/s0": ["upreid.model_uri"], "finetune/bot/m/b/s0": []}
+
+    # a store without the run (a new project folder: MLflow keeps one engine per database file
+    # in a process, so a deleted one would still be read): re-logged, with its model again
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    run_id, relogged = ensure_logged(tmp_path / "runs" / "finetune/bot/m/a/s0", "t", fresh)
+    assert relogged
+    mlflow.set_tracking_uri(tracking.tracking_uri(fresh))
+    with torch.no_grad():
+        assert torch.allclose(mlflow.pytorch.load_model(f"runs:/{run_id}/model")(x), want(x))

@@ -26,7 +26,11 @@ def _project(dest: Path, nproc: int) -> None:
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     module.copy_project(dest, "quick")
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["profiles"]["quick"]["pipeline"] = {"inits": ["scratch", "moco"], "headline_seeds": 2}
+    params["profiles"]["quick"]["pipeline"] = {
+        "inits": ["scratch", "moco"],
+        "headline_seeds": 2,
+        "log_models": False,
+    }
     params["launch"]["nproc_per_node"] = nproc
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

@@ -32,7 +32,8 @@ app.add_typer(data_app, name="data")
 FORMATS = ("market1501", "cuhk03", "msmt17", "personx", "luperson")
 STATE: dict[str, Any] = {"params": "params.yaml", "profile": None, "debug": False}
 
-# Choices, shown by --help and checked before any work.
+# Choices, shown by --help and checked before any work. Members are taken by name
+# (``Format["market1501"]``): a type checker does not know the members of an Enum built this way.
 Method = Enum("Method", {m: m for m in METHODS}, type=str)  # type: ignore[misc]
 Dataset = Enum("Dataset", {d: d for d in DATASETS}, type=str)  # type: ignore[misc]
 Variant = Enum("Variant", {v: v for v in PRETRAIN_VARIANTS}, type=str)  # type: ignore[misc]
@@ -137,18 +138,18 @@ def data_synth() -> None:
 @data_app.command("check")
 @user_errors
 def data_check(
-    path: Path, fmt: Annotated[Format, typer.Option("--format")] = Format.market1501
+    path: Path, fmt: Annotated[Format, typer.Option("--format")] = Format["market1501"]
 ) -> None:
     """Count images, identities and cameras per split of a dataset folder; list problems."""
     from upreid.data.readers import check_dataset, read_pool
     from upreid.data.records import DatasetLayoutError
 
-    fmt = Format(fmt).value
+    kind: str = Format(fmt).value
     try:
-        if fmt == "luperson":
+        if kind == "luperson":
             typer.echo(f"luperson {path}: {len(read_pool(path))} images")
             return
-        report = check_dataset(fmt, path)
+        report = check_dataset(kind, path)
     except (DatasetLayoutError, FileNotFoundError) as err:
         _fail(str(err))
         return
@@ -166,7 +167,9 @@ def data_check(
 @app.command()
 @user_errors
 def pretrain(
-    variant: Annotated[Variant, typer.Option(help="moco, upreid or an ablation")] = Variant.upreid,
+    variant: Annotated[Variant, typer.Option(help="moco, upreid or an ablation")] = Variant[
+        "upreid"
+    ],
     max_steps: Annotated[int | None, typer.Option(help="stop early")] = None,
 ) -> None:
     """Pre-train one variant on the unlabeled pool (resumes a killed run)."""
@@ -230,8 +233,8 @@ def ablate(
 @app.command()
 @user_errors
 def finetune(
-    method: Annotated[Method, typer.Option()] = Method.bot,
-    dataset: Annotated[Dataset, typer.Option()] = Dataset.market1501,
+    method: Annotated[Method, typer.Option()] = Method["bot"],
+    dataset: Annotated[Dataset, typer.Option()] = Dataset["market1501"],
     init: Annotated[
         str,
         typer.Option(help="scratch, insup, moco, upreid, a variant, or a weights file (a path)"),
@@ -258,7 +261,7 @@ def finetune(
 @app.command()
 @user_errors
 def adapt(
-    target: Annotated[Dataset, typer.Option()] = Dataset.market1501,
+    target: Annotated[Dataset, typer.Option()] = Dataset["market1501"],
     source: Annotated[Dataset | None, typer.Option()] = None,
     init: Annotated[str, typer.Option()] = "upreid",
 ) -> None:
@@ -274,7 +277,7 @@ def adapt(
 def evaluate(
     checkpoint: Path,
     data: Annotated[Path, typer.Option(help="dataset folder")],
-    fmt: Annotated[Format, typer.Option("--format")] = Format.market1501,
+    fmt: Annotated[Format, typer.Option("--format")] = Format["market1501"],
     out: Annotated[Path, typer.Option(help="folder for metrics.json and ranks.png")] = Path(
         "eval_out"
     ),
@@ -282,7 +285,7 @@ def evaluate(
     """Evaluate a checkpoint on a dataset: metrics table, JSON, and a ranked-list picture."""
     from upreid.steps.inference import evaluate_checkpoint
 
-    if Format(fmt) is Format.luperson:
+    if Format(fmt) is Format["luperson"]:
         _fail("--format luperson is an unlabeled pool: evaluation needs a labeled dataset")
     metrics = evaluate_checkpoint(_params(), checkpoint, data, Format(fmt).value, out)
     typer.echo(_table(metrics))

@@ -8,12 +8,12 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import torch
 
 
-def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+def _atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write`` on a temp file beside ``path``, fsync it, then rename it over ``path``.
 
     If anything fails (disk full, kill), ``path`` keeps its previous content.
@@ -46,7 +46,8 @@ class _ErrorKeepingWriter:
     write (e.g. a full disk) as a bare ``RuntimeError``."""
 
     def __init__(self, fh: BinaryIO) -> None:
-        self.fh, self.error = fh, None
+        self.fh = fh
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> int:
         try:
@@ -66,7 +67,7 @@ def atomic_torch_save(path: str | Path, obj: Any) -> None:
     def write(fh: BinaryIO) -> None:
         writer = _ErrorKeepingWriter(fh)
         try:
-            torch.save(obj, writer)
+            torch.save(obj, cast(IO[bytes], writer))  # it only writes and flushes
         except RuntimeError as err:
             if writer.error is not None:
                 raise writer.error from err

@@ -399,6 +399,7 @@ class PipelineParams:
 
     inits: tuple[str, ...]  # fine-tuning initialisations: scratch, insup, moco, upreid
     headline_seeds: int  # fine-tune seeds of the headline cells (MGN on CUHK03 and Market-1501)
+    log_models: bool  # every fine-tuned and adapted model also as an MLflow model (torch.export)
 
     def __post_init__(self) -> None:
         _positive("pipeline", headline_seeds=self.headline_seeds)

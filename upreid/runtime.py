@@ -30,6 +30,7 @@ from torch import Tensor, nn
 Precision = Literal["fp32", "bf16"]
 PRECISIONS = ("auto", "fp32", "bf16")
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=nn.Module)
 
 
 class DeviceError(ValueError):
@@ -126,9 +127,10 @@ class Runtime:
         """A batch of images (B, 3, H, W) on the device, in the memory format."""
         return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
-    def place(self, model: nn.Module) -> nn.Module:
+    def place(self, model: M) -> M:
         """``model`` moved to the device and memory format, in place."""
-        return model.to(self.device, memory_format=self.memory_format)
+        # torch's stubs lack the (device, memory_format) overload that Module.to accepts
+        return model.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """``model`` under DDP when there are several processes (one device each)."""

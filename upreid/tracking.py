@@ -63,8 +63,21 @@ def _client(uri: str) -> Any:
     next process, e.g. the next ``dvc repro``.)"""
     import mlflow  # heavy: imported when tracking is used
 
-    mlflow.set_tracking_uri(uri)
     return mlflow.MlflowClient(uri)
+
+
+def _use_store(uri: str) -> None:
+    """Point MLflow's fluent API (``mlflow.start_run``) at ``uri`` for the call that follows,
+    leaving ``MLFLOW_TRACKING_URI`` as it was: MLflow's ``set_tracking_uri`` also writes that
+    variable, which would make :func:`tracking_uri` answer this store for every other root."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def _experiment_id(client: Any, profile: str, root: str | Path = ".") -> str:
@@ -192,6 +205,7 @@ class StageRun:
 
         with torch.no_grad():
             signature = infer_signature(example, module(torch.from_numpy(example)).numpy())
+        _use_store(self.client.tracking_uri)
         with mlflow.start_run(run_id=self.run_id):
             info = mlflow.pytorch.log_model(
                 module,
@@ -431,7 +445,8 @@ def metric_history(run_id: str, name: str, root: str | Path = ".") -> list[tuple
 def artifact_paths(run_id: str, root: str | Path = ".") -> list[str]:
     """Every artifact file of one run, as paths relative to the run's artifact root."""
     client = _client(tracking_uri(root))
-    found, folders = [], [None]
+    found: list[str] = []
+    folders: list[str | None] = [None]
     while folders:
         for item in client.list_artifacts(run_id, folders.pop()):
             (folders if item.is_dir else found).append(item.path)
@@ -468,6 +483,7 @@ def register_model(run_id: str, name: str, root: str | Path = ".") -> int:
         raise TrackingError(
             f"run {run_id} has no MLflow model: only fine-tuning and SpCL runs log one"
         )
+    _use_store(client.tracking_uri)
     version = mlflow.register_model(uri, name)
     return int(version.version)
 

@@ -74,7 +74,9 @@ def drop_bad_records(
     return good, bad
 
 
-def collate(batch: list[tuple[Any, int, int, int]]) -> tuple[Any, torch.Tensor, ...]:
+def collate(
+    batch: list[tuple[Any, int, int, int]],
+) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
     imgs, pids, camids, idx = zip(*batch)
     first = imgs[0]
     if isinstance(first, torch.Tensor):

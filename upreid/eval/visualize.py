@@ -48,7 +48,7 @@ def _thumbnail(path: str, size: tuple[int, int], colour: tuple[int, int, int]) -
     w, h = size
     tile = Image.new("RGB", (w + 2 * BORDER, h + 2 * BORDER), colour)
     try:
-        img = read_image(path).resize(size, Image.BICUBIC)
+        img = read_image(path).resize(size, Image.Resampling.BICUBIC)
     except BadImage:
         img = Image.new("RGB", size, (128, 128, 128))
     tile.paste(img, (BORDER, BORDER))

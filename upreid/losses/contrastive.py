@@ -7,6 +7,8 @@ length, ``N`` the number of patches per image, ``P`` the positives per patch.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -88,7 +90,7 @@ def rbf_mmd2(
     z = torch.cat([x, y], dim=0)
     d2 = torch.cdist(z, z).pow(2)  # (M+M', M+M')
     h = d2.detach()[~torch.eye(len(z), dtype=torch.bool, device=z.device)].median().clamp_min(1e-8)
-    kernel = sum(torch.exp(-d2 / (s * h)) for s in scales)
+    kernel = cast(Tensor, sum(torch.exp(-d2 / (s * h)) for s in scales))  # scales is not empty
     m = len(x)
     return kernel[:m, :m].mean() + kernel[m:, m:].mean() - 2 * kernel[:m, m:].mean()
 

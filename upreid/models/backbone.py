@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -56,9 +57,10 @@ def set_last_stride(layer: nn.Sequential, stride: int) -> None:
     """
     block = layer[0]
     conv = block.conv2 if hasattr(block, "conv3") else block.conv1  # bottleneck vs basic
-    conv.stride = (stride, stride)
-    if block.downsample is not None:
-        block.downsample[0].stride = (stride, stride)
+    cast(nn.Conv2d, conv).stride = (stride, stride)
+    downsample = cast("nn.Sequential | None", block.downsample)
+    if downsample is not None:
+        cast(nn.Conv2d, downsample[0]).stride = (stride, stride)
 
 
 class ResNetTrunk(nn.Module):
@@ -67,6 +69,16 @@ class ResNetTrunk(nn.Module):
     ``s`` is 32, or 16 with ``last_stride=1`` (the re-ID change to ``layer4``); ``C`` is
     ``out_channels``. The modules are torchvision's, held under torchvision's names.
     """
+
+    # registered in __init__ by name (TRUNK_MODULES); declared for the type checker
+    conv1: nn.Conv2d
+    bn1: nn.BatchNorm2d
+    relu: nn.ReLU
+    maxpool: nn.MaxPool2d
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, arch: str, last_stride: int = 2) -> None:
         super().__init__()

@@ -49,6 +49,9 @@ class Queues(nn.Module):
     """``count`` FIFO ring buffers of ``size`` L2-normalised ``dim``-d keys, as module buffers
     (they travel with checkpoints and devices)."""
 
+    keys: Tensor  # buffers, registered in __init__
+    ptr: Tensor
+
     def __init__(
         self, count: int, size: int, dim: int, generator: torch.Generator | None = None
     ) -> None:

@@ -32,8 +32,9 @@ def weights_init_kaiming(m: nn.Module) -> None:
         nn.init.ones_(m.weight)
     else:
         return
-    if getattr(m, "bias", None) is not None:
-        nn.init.zeros_(m.bias)
+    bias = getattr(m, "bias", None)
+    if bias is not None:
+        nn.init.zeros_(bias)
 
 
 def weights_init_classifier(m: nn.Module) -> None:

@@ -53,13 +53,13 @@ def finetune_many(
     require_spread("fine-tuning")
     paths = Paths(params, root)
     for run in runs:  # every weights file is there (and fits) before any long work starts
-        check_init(init_kind(run.init), init_weights(params, paths, run.init))
+        weights = init_weights(params, paths, run.init)
+        check_init(init_kind(run.init), weights)
         if init_kind(run.init) == "file":
             from upreid.models.backbone import build_backbone, load_backbone_file
 
-            load_backbone_file(
-                build_backbone(params.finetune.arch), init_weights(params, paths, run.init)
-            )  # type: ignore[arg-type]
+            assert weights is not None  # a file init always names its file
+            load_backbone_file(build_backbone(params.finetune.arch), weights)
     if len({(r.method, r.dataset) for r in runs}) > 1:
         raise ValueError("finetune_many: runs of one method and dataset only")
     method, dataset = runs[0].method, runs[0].dataset
@@ -124,7 +124,7 @@ def finetune_many(
             tags={"method": method, "dataset": dataset, "init": run.init, "run_seed": run.seed},
             artifacts=("history.json", "best.pt"),
             resume_state="last.pt",
-            model="best.pt",
+            model="best.pt" if params.pipeline.log_models else "",
             datasets=(
                 dataset_inputs(paths, train=dataset)
                 if data_path is None

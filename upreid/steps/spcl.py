@@ -113,7 +113,7 @@ def adapt_one(
         tags={"setting": setting, "init": init},
         artifacts=("history.json", "model.pt"),
         resume_state="last.pt",
-        model="model.pt",
+        model="model.pt" if params.pipeline.log_models else "",
         datasets=dataset_inputs(
             paths, target=target_name, **({"source": source_name} if source_name else {})
         ),

@@ -16,7 +16,9 @@ from upreid.io import atomic_torch_save, git_commit
 def rng_state() -> dict[str, Any]:
     """Python, NumPy, torch (and this process's CUDA device) RNG states as tensors and plain
     data."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state(legacy=True)
+    assert isinstance(legacy, tuple)  # the global generator is MT19937: a legacy tuple
+    name, keys, pos, has_gauss, cached = legacy
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {

@@ -15,7 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,7 @@ from upreid.train.loop import (
     BestWeights,
     MetricsFn,
     NonFiniteLoss,
+    Stateful,
     Trainer,
     decay_groups,
     rate,
@@ -115,8 +116,8 @@ def finetune(
 
     out, rt = Path(out), runtime or CPU
     cache = ImageCache(image_cache_mb) if image_cache_mb else None
-    train, bad = drop_bad_records(data.train, cache)
-    train, num_classes = relabel(train)
+    good, bad = drop_bad_records(data.train, cache)
+    train, num_classes = relabel(good)
     seed_everything(seed)
     model = rt.place(build_model(method, arch, num_classes, init, weights))
     sampler = PKSampler([r.pid for r in train], mp.p, mp.k, seed)
@@ -146,7 +147,8 @@ def finetune(
         f"finetune {method}",
         rt,
         out / "last.pt",
-        {"model": model, "optimizer": opt, "scheduler": sched},
+        # cast: torch's optimizers and schedulers load a dict, Stateful promises a Mapping
+        {"model": model, "optimizer": cast(Stateful, opt), "scheduler": cast(Stateful, sched)},
         meta,
         mp.epochs * len(loader),
         "it",

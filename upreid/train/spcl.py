@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,15 @@ from upreid.models.memory import HybridMemory
 from upreid.params import EvalParams, SpclParams, to_dict
 from upreid.runtime import CPU, Runtime, full_precision
 from upreid.train.checkpoint import seed_everything
-from upreid.train.loop import EVAL_KEYS, MetricsFn, Trainer, TrainState, decay_groups, rate
+from upreid.train.loop import (
+    EVAL_KEYS,
+    MetricsFn,
+    Stateful,
+    Trainer,
+    TrainState,
+    decay_groups,
+    rate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +169,8 @@ def adapt(
         "spcl",
         rt,
         out / "last.pt",
-        {"model": model, "memory": memory, "optimizer": opt},
+        # cast: torch's optimizers load a dict, Stateful promises a Mapping
+        {"model": model, "memory": memory, "optimizer": cast(Stateful, opt)},
         meta,
         sp.epochs * sp.iters_per_epoch,
         "it",
