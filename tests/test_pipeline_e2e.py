@@ -253,6 +253,7 @@ def _check_dvc_views(work: Path) -> None:
     html = (work / "plots-html" / "index.html").read_text()
     assert html.count('"text": "fine-tuning mAP"') == 37, html[:2000]
     assert html.count('"text": "pre-training loss"') == 9
+    assert html.count('"text": "frozen-feature mAP (pre-training)"') == 9
 
 
 def _check_experiment(work: Path) -> None:

@@ -214,6 +214,10 @@ class PretrainParams:
     checkpoint_every_steps: int  # 0: only at epoch ends
     log_every_steps: int  # losses to MLflow and the run's log every N steps (and epoch ends)
     compile: bool
+    # frozen-feature retrieval (the pooled backbone, no fine-tuning) on these labeled sets at
+    # step 0 and every ``frozen_eval_every`` epochs: what pre-training taught; () turns it off
+    frozen_eval: tuple[str, ...]
+    frozen_eval_every: int
 
     def __post_init__(self) -> None:
         where = "pretrain"
@@ -244,6 +248,13 @@ class PretrainParams:
             workers=self.workers,
             checkpoint_every_steps=self.checkpoint_every_steps,
         )
+        _positive(where, frozen_eval_every=self.frozen_eval_every)
+        labeled = ("cuhk03", "market1501", "personx", "msmt17")
+        for name in self.frozen_eval:
+            if name not in labeled:
+                raise ParamsError(
+                    f"{where}.frozen_eval: unknown labeled set {name!r}; valid are {list(labeled)}"
+                )
         if not 0 <= self.ema_momentum < 1:
             raise ParamsError(f"{where}.ema_momentum must be in [0, 1), got {self.ema_momentum}")
         if self.patches < 2 or self.patches % 2:

@@ -178,3 +178,52 @@ def test_same_seed_same_run_other_seed_differs(tiny_pool: list[Record], tmp_path
         }
     assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)
     assert not all(torch.equal(w_a[k], w_c[k]) for k in w_a)
+
+
+def test_frozen_probe_measures_the_untrained_and_each_epoch(
+    tiny_pool: list[Record], tiny_synth: Path, tmp_path: Path
+) -> None:
+    """The probe runs before the first step (the untrained network: ``init_*``), after each
+    epoch, logged against the step; a resumed run keeps the step-0 row instead of redoing it,
+    and the values equal an evaluation of the exported trunk's pooled features."""
+    from upreid.data.readers import read_dataset
+    from upreid.eval.evaluate import evaluate
+    from upreid.eval.frozen import frozen_probe, pooled
+    from upreid.runtime import CPU
+
+    params = load_params(ROOT / "params.yaml", "quick")
+    sets = {n: read_dataset(n, tiny_synth / n) for n in ("market1501", "cuhk03")}
+    pp = _pp(epochs=2, checkpoint_every_steps=2)
+    calls: list[int] = []
+    probe = frozen_probe(sets, params.eval, pp.height, pp.width, CPU)
+
+    def counted(trunk: torch.nn.Module) -> dict[str, float]:
+        calls.append(1)
+        return probe(trunk)
+
+    rows: list[tuple[int, dict[str, float]]] = []
+    summary = loop.pretrain(
+        pp, tiny_pool, tmp_path / "a", 0, on_metrics=lambda m, s: rows.append((s, m)), probe=counted
+    )
+    probed = [(s, m) for s, m in rows if "frozen_mAP" in m]
+    assert [s for s, _ in probed] == [0, 3, 6] and len(calls) == 3  # 24 images / batch 8
+    assert {"frozen_mAP_market1501", "frozen_rank1_cuhk03"} <= set(probed[0][1])
+    assert summary["init_frozen_mAP"] == probed[0][1]["frozen_mAP"]
+    assert summary["frozen_mAP_cuhk03"] == probed[-1][1]["frozen_mAP_cuhk03"]
+    assert summary["frozen_mAP"] == pytest.approx(
+        (summary["frozen_mAP_market1501"] + summary["frozen_mAP_cuhk03"]) / 2
+    )
+    trunk = build_backbone(pp.arch)
+    load_backbone_file(trunk, tmp_path / "a" / "backbone.pt")
+    trunk.eval()
+    plain = dataclasses.replace(params.eval, rerank=False)
+    direct = evaluate(lambda x: pooled(trunk(x)), sets["cuhk03"], plain, pp.height, pp.width)
+    assert direct["mAP"] == pytest.approx(summary["frozen_mAP_cuhk03"], abs=1e-4)
+
+    calls.clear()
+    loop.pretrain(pp, tiny_pool, tmp_path / "b", 0, max_steps=4, probe=counted)
+    assert len(calls) == 2  # step 0 and the end of epoch 1; the budget ends mid-epoch 2
+    again = loop.pretrain(pp, tiny_pool, tmp_path / "b", 0, probe=counted)
+    assert len(calls) == 3  # resumed: no second step-0 evaluation
+    assert again["init_frozen_mAP"] == summary["init_frozen_mAP"]
+    assert again["frozen_mAP"] == summary["frozen_mAP"]

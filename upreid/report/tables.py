@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from upreid import tracking
-from upreid.experiments import ABLATION_STAGE, HEADLINE
+from upreid.experiments import ABLATION_STAGE, HEADLINE, PRETRAIN_VARIANTS
 from upreid.io import atomic_write_bytes
 from upreid.params import Params
 from upreid.report import paper
@@ -367,13 +367,16 @@ def write_reports(
     for table in tables:
         table.write(out / "tables", caption)
     figures = write_curves(runs, out / "figures" / "curves", root)
+    from upreid.report.pretraining import write_pretraining  # it imports this module
+
+    learned = write_pretraining(out, records, list(PRETRAIN_VARIANTS), params.seed, root)
     absent = sum(cell.startswith(ABSENT) for t in tables for r in t.rows for cell in r[1:])
     headline = {
         f"{m}/{d}/{i}": runs.finetune(m, d, i, "mAP").text()
         for m, d in HEADLINE
         for i in params.pipeline.inits
     }
-    _write_index(out, params, tables, figures, headline)
+    _write_index(out, params, tables, figures + learned[2:], headline, learned[:1])
     return {
         "runs": len(records),
         "tables": len(tables),
@@ -383,7 +386,12 @@ def write_reports(
 
 
 def _write_index(
-    out: Path, params: Params, tables: list[Table], figures: list[str], headline: dict[str, str]
+    out: Path,
+    params: Params,
+    tables: list[Table],
+    figures: list[str],
+    headline: dict[str, str],
+    learned: list[str],
 ) -> None:
     lines = [
         f"# Results: profile `{params.profile}`, seed {params.seed}",
@@ -396,6 +404,10 @@ def _write_index(
         "",
     ]
     lines += [f"- [{t.title}](tables/{t.name}.md) ([csv](tables/{t.name}.csv))" for t in tables]
+    lines += [
+        f"- [What pre-training taught: frozen-feature retrieval]({md}) ([csv]({md[:-3]}.csv))"
+        for md in learned
+    ]
     lines += ["", "## Figures", ""] + [f"- [{Path(f).stem}]({f})" for f in figures]
     if (out / "figures" / "figure8_explain.png").is_file():
         lines.append(

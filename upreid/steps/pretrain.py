@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from upreid.experiments import PRETRAIN_VARIANTS, needed_variants, pretrain_variant
-from upreid.params import Params, to_dict
+from upreid.params import Params, PretrainParams, to_dict
 from upreid.pipeline import (
     MetricsFn,
     Paths,
@@ -17,6 +17,10 @@ from upreid.pipeline import (
 )
 from upreid.steps import write_stage_metrics
 from upreid.units import Unit, digest, is_rank0
+
+if TYPE_CHECKING:
+    from upreid.eval.frozen import Probe
+    from upreid.runtime import Runtime
 
 
 def run_pretrain_stage(
@@ -32,7 +36,8 @@ def run_pretrain_stage(
             )
     results = {variant: run_pretrain(params, variant, root) for variant in chosen}
     if is_rank0() and variants is None:
-        write_stage_metrics(Paths(params, root).metrics / "pretrain.json", results, ("loss",))
+        metrics = Paths(params, root).metrics / "pretrain.json"
+        write_stage_metrics(metrics, results, ("loss", "frozen_mAP"))
     return results
 
 
@@ -45,19 +50,23 @@ def run_pretrain(
 
     paths = Paths(params, root)
     pp = pretrain_variant(params.pretrain, variant)
-    input_hash = digest(to_dict(pp), params.seed, manifest_digest(paths), max_steps)
+    probed = to_dict(params.eval) if pp.frozen_eval else None
+    input_hash = digest(to_dict(pp), params.seed, manifest_digest(paths), max_steps, probed)
     out = paths.pretrain(variant)
 
     def work(folder: Path, on_metrics: MetricsFn) -> dict[str, Any]:
         records = read_pool(paths.dataset("luperson"))
+        rt = runtime_of(params)
         return pretrain(
             pp,
             records,
             folder,
             params.seed,
-            runtime_of(params),
+            rt,
             on_metrics=on_metrics,
             max_steps=max_steps,
+            probe=frozen_sets_probe(params, paths, pp, rt),
+            probe_every=pp.frozen_eval_every,
         )
 
     unit = Unit(
@@ -69,6 +78,7 @@ def run_pretrain(
             "seed": params.seed,
             "variant": variant,
             "runtime": to_dict(params.runtime),
+            **({"eval": probed} if probed else {}),
         },
         tags={"variant": variant},
         artifacts=("backbone.pt",),
@@ -76,3 +86,25 @@ def run_pretrain(
         datasets=dataset_inputs(paths, train="luperson"),
     )
     return track(params, unit, work)
+
+
+def frozen_sets_probe(
+    params: Params, paths: Paths, pp: PretrainParams, rt: Runtime
+) -> Probe | None:
+    """Frozen-feature retrieval on the labeled sets ``pretrain.frozen_eval`` names, at the
+    pre-training image size; None when that list is empty."""
+    if not pp.frozen_eval:
+        return None
+    from upreid.data.readers import read_dataset
+    from upreid.eval.frozen import frozen_probe
+
+    sets = {}
+    for name in pp.frozen_eval:
+        folder = paths.dataset(name)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"pretrain.frozen_eval names {name}, but {folder} does not exist; add the "
+                "dataset there or take it out of pretrain.frozen_eval"
+            )
+        sets[name] = read_dataset(name, folder)
+    return frozen_probe(sets, params.eval, pp.height, pp.width, rt)

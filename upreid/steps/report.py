@@ -15,7 +15,13 @@ from upreid.steps.store import current_runs, expected_folders
 from upreid.units import LOG
 
 # DVC plots (dvc.yaml `plots:`): per run, the curve of each kind of run against its x axis.
-PLOT_FIELDS = {"pretrain": ("loss",), "finetune": ("mAP",), "spcl": ("mAP",)}
+# plot -> (kind of run, fields); "frozen": pre-training's frozen-feature mAP (step 0: untrained)
+PLOT_FIELDS = {
+    "pretrain": ("pretrain", ("loss",)),
+    "frozen": ("pretrain", ("frozen_mAP",)),
+    "finetune": ("finetune", ("mAP",)),
+    "spcl": ("spcl", ("mAP",)),
+}
 
 
 def figure8(params: Params, root: str | Path | None = None, count: int = 4) -> Path | None:
@@ -50,16 +56,18 @@ def write_plot_data(params: Params, root: str | Path | None = None) -> int:
     written: set[Path] = set()
     for folder in expected_folders(params, paths):
         kind, *name = folder.relative_to(paths.runs).parts
-        fields = PLOT_FIELDS[kind]
         rows = json.loads((folder / LOG).read_text()) if (folder / LOG).is_file() else []
-        curve = [
-            {"step": row["step"], **{f: row[f] for f in fields if f in row}}
-            for row in rows
-            if any(f in row for f in fields)
-        ]
-        out = paths.reports / "plots" / kind / f"{'-'.join(name)}.json"
-        atomic_write_json(out, curve)
-        written.add(out)
+        for plot, (of_kind, fields) in PLOT_FIELDS.items():
+            curve = [
+                {"step": row["step"], **{f: row[f] for f in fields if f in row}}
+                for row in rows
+                if any(f in row for f in fields)
+            ]
+            if of_kind != kind or (plot == "frozen" and not curve):
+                continue
+            out = paths.reports / "plots" / plot / f"{'-'.join(name)}.json"
+            atomic_write_json(out, curve)
+            written.add(out)
     for kind in PLOT_FIELDS:  # files of runs these params no longer make
         for old in (paths.reports / "plots" / kind).glob("*.json"):
             if old not in written:

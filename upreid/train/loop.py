@@ -195,7 +195,8 @@ class Trainer:
         final_checkpoint: bool = False,
     ) -> TrainState:
         """Epochs ``state.epoch .. epochs - 1``: train, evaluate every ``eval_every`` epochs and
-        at the end, keep the best weights of ``best_of`` by mAP, report the row, checkpoint
+        at the end, keep the best weights of ``best_of`` by mAP (when the evaluation gives one),
+        report the row, checkpoint
         every ``checkpoint_every`` epochs (and after the last one with ``final_checkpoint``)."""
         if checkpoint_every < 1 or eval_every < 1:
             raise ValueError(
@@ -212,7 +213,7 @@ class Trainer:
             last = epoch + 1 == epochs
             if evaluate is not None and ((epoch + 1) % eval_every == 0 or last):
                 row.update(self.evaluate(evaluate))
-                if row["mAP"] > self.state.best.get("mAP", -1.0):
+                if "mAP" in row and row["mAP"] > self.state.best.get("mAP", -1.0):
                     self.state.best = {"epoch": epoch + 1, **{k: row[k] for k in EVAL_KEYS}}
                     if best is not None and best_of is not None:
                         best.keep(best_of, epoch + 1, row)

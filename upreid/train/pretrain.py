@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from upreid.data.dataset import ImageDataset, collate
 from upreid.data.records import Record
 from upreid.data.transforms import PretrainViews
+from upreid.eval.frozen import Probe
 from upreid.io import atomic_torch_save, git_commit
 from upreid.models.moco import MoCo
 from upreid.models.upreid import UPReID
@@ -129,10 +130,15 @@ def pretrain(
     runtime: Runtime | None = None,
     on_metrics: MetricsFn | None = None,
     max_steps: int | None = None,
+    probe: Probe | None = None,
+    probe_every: int = 1,
 ) -> dict[str, Any]:
     """Pre-train on ``records`` (an unlabeled pool) on ``runtime``'s device; write checkpoints
     and ``backbone.pt`` to ``out``; return summary metrics. ``max_steps`` stops early (tests,
-    benchmarks) with a resumable checkpoint."""
+    benchmarks) with a resumable checkpoint. ``probe`` (e.g. frozen-feature retrieval,
+    :mod:`upreid.eval.frozen`) measures the online trunk before the first step (``init_*`` in
+    the summary: the untrained network), every ``probe_every`` epochs and at the end; its values
+    are logged against the step."""
     out, rt = Path(out), runtime or CPU
     init_distributed(rt)
     seed_everything(seed)
@@ -158,12 +164,26 @@ def pretrain(
     )
     if trainer.resume():
         model.shuffle_gen.set_state(trainer.state.extra["shuffle_gen"])
+    evaluate = None
+    if probe is not None:
+        trunk = model.online.backbone
+
+        def evaluate() -> dict[str, float]:
+            return probe(trunk)
+
+        if not trainer.state.history:  # the untrained network: the curve's first point
+            row = trainer.evaluate(evaluate)
+            trainer.state.history.append({"epoch": 0, **row})
+            if on_metrics is not None:
+                on_metrics(row, 0)
     net = rt.wrap(model)
     if pp.compile:
         net = torch.compile(net)
     epoch_fn = _EpochFn(pp, model, net, opt, sched, trainer, loader, sampler, seed, total)
     start = time.perf_counter()
-    trainer.fit(pp.epochs, epoch_fn, checkpoint_every=1, final_checkpoint=True)
+    trainer.fit(
+        pp.epochs, epoch_fn, evaluate, probe_every, checkpoint_every=1, final_checkpoint=True
+    )
     if rt.main:
         export_backbone(model, pp, out / "backbone.pt")
     summary = {
@@ -172,10 +192,20 @@ def pretrain(
         "wall_s": time.perf_counter() - start,
         "images_per_s": statistics.median(epoch_fn.rates) if epoch_fn.rates else 0.0,
         **{k: v for k, v in epoch_fn.last.items() if k.startswith("loss")},
+        **_probed(trainer.state.history),
         **{f"runtime_{k}": v for k, v in rt.describe().items() if k != "device_name"},
     }
     cleanup()
     return summary
+
+
+def _probed(history: list[dict[str, float]]) -> dict[str, float]:
+    """The probe's values before training (``init_*``) and at the last evaluation."""
+    rows = [r for r in history if "frozen_mAP" in r]
+    if not rows:
+        return {}
+    first = {f"init_{k}": v for k, v in rows[0].items() if k.startswith("frozen_")}
+    return {**first, **{k: v for k, v in rows[-1].items() if k.startswith("frozen_")}}
 
 
 class _EpochFn:

@@ -1,0 +1,152 @@
+"""What pre-training taught: frozen-feature retrieval of every pre-trained variant against the
+same network untrained (``reports/tables/pretraining.csv|md``), and its curve against the
+pre-training step (``reports/figures/pretraining_frozen.png``).
+
+The values come from the pre-training runs (:mod:`upreid.eval.frozen`): ``frozen_mAP_<set>``
+after the last epoch and ``init_frozen_mAP_<set>`` before the first step. The untrained network
+is the variant ``random``; the ablation of that name (a random patch as ICC's positive) is
+listed as ``positive-random`` here.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from upreid import tracking
+from upreid.io import atomic_write_bytes
+from upreid.report.figures import _finish, _save
+from upreid.report.tables import _csv, _fmt, _markdown
+
+COLUMNS = ["variant", "pretrain_seed", "dataset", "frozen_mAP", "frozen_rank1"]
+UNTRAINED = "random"
+MARGIN = 5.0  # mAP points above the untrained network that count as "learned"
+
+
+def _label(variant: str) -> str:
+    return "positive-random" if variant == UNTRAINED else variant
+
+
+def pretraining_rows(
+    records: dict[str, tracking.RunRecord], variants: Sequence[str], seed: int
+) -> list[list[str]]:
+    """Rows of ``COLUMNS``: the untrained network first (from the first variant's run that
+    measured it; every variant starts from the same seeded trunk), then each variant."""
+    runs = [(v, records[f"pretrain/{v}"]) for v in variants if f"pretrain/{v}" in records]
+    rows: list[list[str]] = []
+    for prefix, name, chosen in (
+        ("init_", UNTRAINED, runs[:1]),
+        ("", None, runs),
+    ):
+        for variant, run in chosen:
+            sets = sorted(
+                k.removeprefix(f"{prefix}frozen_mAP_")
+                for k in run.metrics
+                if k.startswith(f"{prefix}frozen_mAP_")
+            )
+            for dataset in sets:
+                rows.append(
+                    [
+                        name or _label(variant),
+                        str(seed),
+                        dataset,
+                        f"{run.metrics[f'{prefix}frozen_mAP_{dataset}']:.2f}",
+                        f"{run.metrics.get(f'{prefix}frozen_rank1_{dataset}', float('nan')):.2f}",
+                    ]
+                )
+    return rows
+
+
+def _summary(rows: list[list[str]]) -> tuple[list[str], list[list[str]], list[str]]:
+    """The Markdown view: one row per variant, one column per set (mean over pre-training
+    seeds), and how many sets each variant beats the untrained network on by ``MARGIN``."""
+    datasets = sorted({r[2] for r in rows})
+    variants = list(dict.fromkeys(r[0] for r in rows))
+    cell: dict[tuple[str, str], list[float]] = {}
+    for variant, _, dataset, m_ap, _ in rows:
+        cell.setdefault((variant, dataset), []).append(float(m_ap))
+    mean = {k: statistics.fmean(v) for k, v in cell.items()}
+    header = ["variant", *datasets, f"sets > {UNTRAINED} + {MARGIN:g}"]
+    body, notes = [], []
+    for variant in variants:
+        above = [
+            d
+            for d in datasets
+            if (variant, d) in mean
+            and (UNTRAINED, d) in mean
+            and mean[(variant, d)] >= mean[(UNTRAINED, d)] + MARGIN
+        ]
+        tally = "-" if variant == UNTRAINED else f"{len(above)} of {len(datasets)}"
+        body.append([variant, *(_fmt(mean.get((variant, d))) for d in datasets), tally])
+    for variant in ("moco", "upreid"):
+        if any(r[0] == variant for r in body):
+            row = next(r for r in body if r[0] == variant)
+            notes.append(
+                f"{variant}: frozen features beat the untrained network by >= {MARGIN:g} mAP "
+                f"on {row[-1]} sets"
+            )
+    return header, body, notes
+
+
+def write_pretraining(
+    out: Path,
+    records: dict[str, tracking.RunRecord],
+    variants: Sequence[str],
+    seed: int,
+    root: str | Path = ".",
+) -> list[str]:
+    """``tables/pretraining.csv|md`` and ``figures/pretraining_frozen.png`` under ``out``;
+    returns the written paths relative to ``out`` (none without frozen-feature values)."""
+    rows = pretraining_rows(records, variants, seed)
+    if not rows:
+        return []
+    atomic_write_bytes(out / "tables" / "pretraining.csv", _csv(COLUMNS, rows))
+    header, body, notes = _summary(rows)
+    md = (
+        "# What pre-training taught: frozen-feature retrieval\n\n"
+        "mAP (%) of the pre-trained trunk's pooled features, no fine-tuning, on each labeled "
+        f"set's query and gallery; `{UNTRAINED}` is the same network untrained. Per run and "
+        "with rank-1: [pretraining.csv](pretraining.csv); the curve against the pre-training "
+        "step: [figure](../figures/pretraining_frozen.png).\n\n" + _markdown(header, body)
+    )
+    md += "\n" + "".join(f"- {n}\n" for n in notes)
+    atomic_write_bytes(out / "tables" / "pretraining.md", md.encode())
+    written = ["tables/pretraining.md", "tables/pretraining.csv"]
+    fig = _curves(records, [v for v in ("moco", "upreid") if v in variants], root)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    _save(fig, out / "figures" / "pretraining_frozen.png")
+    return [*written, "figures/pretraining_frozen.png"]
+
+
+def _curves(
+    records: dict[str, tracking.RunRecord], variants: Sequence[str], root: str | Path
+) -> Figure:
+    """Frozen mAP against the pre-training step, one panel per set, one line per variant; the
+    step-0 point is the untrained network."""
+    datasets = sorted(
+        {
+            k.removeprefix("frozen_mAP_")
+            for v in variants
+            if f"pretrain/{v}" in records
+            for k in records[f"pretrain/{v}"].metrics
+            if k.startswith("frozen_mAP_")
+        }
+    )
+    fig = Figure(figsize=(3.6 * max(len(datasets), 1), 3.2))
+    axes = fig.subplots(1, max(len(datasets), 1), squeeze=False)[0]
+    for ax, dataset in zip(axes, datasets, strict=False):
+        for variant in variants:
+            run = records.get(f"pretrain/{variant}")
+            if run is None:
+                continue
+            points = tracking.metric_history(run.run_id, f"frozen_mAP_{dataset}", root)
+            if points:
+                ax.plot(*zip(*points, strict=False), marker="o", label=variant)
+        ax.set(title=dataset, xlabel="pre-training step", ylabel="frozen mAP (%)")
+        _finish(ax)
+    if not datasets:
+        _finish(axes[0])
+    return fig
