@@ -1,23 +1,29 @@
 """Take the README's screenshots of the MLflow UI from a finished run of the pipeline.
 
-Run it after ``dvc repro`` of a profile (the quick one is enough), from the repository root::
+Run it from the repository root after ``dvc repro`` of a profile (the quick one is enough)::
 
     python docs/screenshots.py PROJECT_DIR [--out docs/images] [--profile quick]
 
 PROJECT_DIR is the folder that holds ``mlflow.db`` (the project folder itself after
-``dvc repro``). The script starts ``mlflow server`` on a free local port against that store,
-looks up the experiment ``upreid-<profile>`` and its ``finetune/mgn/cuhk03/*`` runs with the
-MLflow client, and photographs three pages with headless Chromium:
+``dvc repro``). The script copies that store to a scratch folder (it never writes to the
+project's store), starts ``mlflow server`` on a free local port against the copy, looks up
+the experiment ``upreid-<profile>`` and its fine-tuning runs with the MLflow client, and
+photographs three pages with headless Chromium (``chromium``, or ``--chromium PATH``):
 
-- ``mlflow-runs.png``: the experiment's training runs (the runs table);
-- ``mlflow-run-metrics.png``: the mAP chart of the run ``finetune/mgn/cuhk03/upreid/s0``;
-- ``mlflow-compare.png``: the run-comparison view of the ``finetune/mgn/cuhk03/*`` runs.
+- ``mlflow-runs.png``: the experiment's training runs, best mAP first, with the ``init``
+  parameter and the ``best_mAP`` and ``best_rank1`` metrics as columns (a shared view,
+  what the runs page's Share button makes, stored as an experiment tag of the copy);
+- ``mlflow-run-metrics.png``: the mAP chart of a fine-tuning run (the ``upreid`` run
+  with the most evaluated epochs);
+- ``mlflow-compare.png``: the run-comparison view of ``finetune/mgn/cuhk03/*`` runs
+  (MoCo and UP-ReID initialisations and ablations).
 
-The server is stopped at the end, also on errors. Needs ``chromium`` (or ``--chromium PATH``).
+The browser reaches the server under a host name of its own (``--host-resolver-rules``)
+rather than 127.0.0.1: for a local address the UI opens its Assistant panel, which would
+cover a third of every page. The server is stopped at the end, also on errors.
 
-The MLflow UI only renders in headless Chromium under a virtual time budget; the charts need
-a long one (minutes of virtual time, which takes a while on a slow machine). Look at the
-images: a page that was still loading shows a spinner, so raise ``--chart-budget`` and rerun.
+The MLflow UI only renders in headless Chromium under a virtual time budget. Look at the
+images: a page that was still loading shows a spinner; raise ``--budget`` and rerun.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -35,11 +42,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 from PIL import Image
 
+HOST = "upreid-mlflow"  # the name the browser uses for the server (mapped to 127.0.0.1)
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -50,10 +59,35 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--disable-quic",
     "--hide-scrollbars",
+    f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
 ]
-# The fine-tuning runs shown on the chart and in the comparison, in this order.
-COMPARE_INITS = ["moco", "upreid", "cc", "icc", "nohm"]
+SHARE_KEY = "readme"
+# The runs table: all runs, best mAP first, with a wide Run Name column and a few columns
+# that tell the runs apart (the UI's view state; see the module docstring).
+RUNS_VIEW = {
+    "searchFilter": "",
+    "orderByKey": "metrics.`best_mAP`",
+    "orderByAsc": False,
+    "selectedColumns": [
+        "attributes.`Dataset`",
+        "params.`init`",
+        "metrics.`best_mAP`",
+        "metrics.`best_rank1`",
+    ],
+    "columnOrder": ["attributes.`Run Name`"],
+    "columnWidths": {"attributes.`Run Name`": 270},
+}
+COMPARED = "finetune/mgn/cuhk03"  # the runs of the comparison, one per init below
+COMPARED_INITS = ["moco", "upreid", "cc", "icc", "nohm"]
 METRIC = "mAP"
+
+
+@dataclass
+class Page:
+    file: str
+    url: str
+    size: tuple[int, int]
+    budget_ms: int
 
 
 def free_port() -> int:
@@ -63,19 +97,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def snapshot(db: Path, dest: Path) -> Path:
+    """Copy the SQLite store consistently (a pipeline may be writing to it)."""
+    copy = dest / "mlflow.db"
+    src, dst = sqlite3.connect(f"file:{db}?mode=ro", uri=True), sqlite3.connect(copy)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    return copy
+
+
 def start_server(db: Path, port: int, workdir: Path) -> subprocess.Popen:
     """Start ``mlflow server`` on ``db`` in its own process group (so it can be stopped whole)."""
     cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{db}",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{db}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        # the server only answers host names it knows, and only takes the UI's POSTs
+        # (run searches) from origins it knows
+        "--allowed-hosts",
+        f"{HOST}:{port},127.0.0.1:{port}",
+        "--cors-allowed-origins",
+        f"http://{HOST}:{port}",
     ]
-    log = open(workdir / "server.log", "wb")
-    # cwd: a scratch folder, so the server's default artifact folder lands nowhere that matters
-    return subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    # cwd: the scratch folder, where the server's default artifact folder harms nothing
+    with open(workdir / "server.log", "wb") as log:
+        return subprocess.Popen(
+            cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -92,87 +152,114 @@ def stop_server(proc: subprocess.Popen) -> None:
         pass
 
 
-def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Wait until the server answers ``/health`` (it takes ~10-20 s on a slow machine)."""
+def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Wait until the server answers ``/health`` (10-20 s on a slow machine)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"mlflow server exited with code {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
                 if r.status == 200:
                     return
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(1)
-    raise TimeoutError(f"mlflow server did not answer {base}/health in {timeout:.0f} s")
+    raise TimeoutError(f"mlflow server did not answer /health in {timeout:.0f} s")
 
 
-def json_param(value: object) -> str:
+def q(value: object) -> str:
     """A JSON value as the UI's hash-route query parameters spell it (percent-encoded)."""
     return urllib.parse.quote(json.dumps(value, separators=(",", ":")), safe="")
 
 
-def non_white_fraction(png: Path) -> float:
-    """The share of pixels that are not (near) white: a page still loading is almost blank."""
-    with Image.open(png) as im:
-        grey = im.convert("L")
-        hist = grey.histogram()
-    return 1.0 - sum(hist[245:]) / sum(hist)
-
-
-def shrink(png: Path) -> None:
-    """Re-save the screenshot as a 256-colour PNG (a UI page loses nothing visible)."""
-    with Image.open(png) as im:
-        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    small.save(png, optimize=True)
-
-
-def screenshot(chromium: str, url: str, out: Path, budget_ms: int,
-               size: tuple[int, int] = (1400, 900)) -> None:
-    """Load ``url`` in headless Chromium for ``budget_ms`` of virtual time and save a PNG."""
+def screenshot(chromium: str, page: Page, out_dir: Path) -> Path:
+    """Load the page in headless Chromium for its virtual time budget and save a PNG."""
+    out = out_dir / page.file
+    out.unlink(missing_ok=True)
+    t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="upreid-chromium-") as profile:
         cmd = [
-            chromium, *CHROMIUM_FLAGS,
+            chromium,
+            *CHROMIUM_FLAGS,
             f"--user-data-dir={profile}",
-            f"--window-size={size[0]},{size[1]}",
-            f"--virtual-time-budget={budget_ms}",
+            f"--window-size={page.size[0]},{page.size[1]}",
+            f"--virtual-time-budget={page.budget_ms}",
             f"--screenshot={out}",
-            url,
+            page.url,
         ]
-        out.unlink(missing_ok=True)
-        t0 = time.monotonic()
-        # virtual time runs ahead of the clock when the page is idle; allow for a slow machine
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=budget_ms / 1000 + 300)
+        subprocess.run(
+            cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600
+        )
     if not out.exists():
-        raise RuntimeError(f"chromium wrote no screenshot for {url}")
-    shrink(out)
-    print(f"{out}: {out.stat().st_size // 1024} KB, {time.monotonic() - t0:.0f} s, "
-          f"{non_white_fraction(out):.0%} non-white", flush=True)
+        raise RuntimeError(f"chromium wrote no screenshot of {page.url}")
+    # 256 colours lose nothing visible on a UI page and make the file a third of the size
+    with Image.open(out) as im:
+        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(out, optimize=True)
+    print(f"{out} ({out.stat().st_size // 1024} KB, {time.monotonic() - t0:.0f} s)", flush=True)
+    return out
 
 
-def find_runs(client: mlflow.MlflowClient, experiment_id: str) -> dict[str, str]:
-    """Run name -> run id for the experiment's ``finetune/mgn/cuhk03/<init>/s0`` runs."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string="attributes.run_name LIKE 'finetune/mgn/cuhk03/%'",
-        max_results=100,
-    )
-    return {r.info.run_name: r.info.run_id for r in runs}
+def chart_run(client: mlflow.MlflowClient, runs: dict[str, str]) -> str:
+    """The fine-tuning run whose mAP chart is shown: an ``upreid`` run with the most epochs."""
+    candidates = sorted(
+        (k for k in runs if k.startswith("finetune/") and "/upreid/" in k),
+        key=lambda k: (not k.startswith(COMPARED), k),
+    )  # mgn/cuhk03 first
+    steps = {
+        k: len({m.step for m in client.get_metric_history(runs[k], METRIC)}) for k in candidates
+    }
+    return runs[max(candidates, key=lambda k: steps[k])]  # max keeps the first of a tie
+
+
+def pages(client: mlflow.MlflowClient, eid: str, port: int, budget_ms: int) -> list[Page]:
+    """The three pages to photograph, from the experiment's runs."""
+    newest_last = reversed(client.search_runs([eid], max_results=1000))
+    runs = {r.info.run_name: r.info.run_id for r in newest_last}  # a rerun replaces a run
+    compared = [runs[k] for i in COMPARED_INITS if (k := f"{COMPARED}/{i}/s0") in runs]
+    if len(compared) < 2 or not any(k.startswith("finetune/") for k in runs):
+        raise SystemExit(f"the experiment lacks the {COMPARED}/* fine-tuning runs")
+    base = f"http://{HOST}:{port}/#"
+    return [
+        Page(
+            "mlflow-runs.png",
+            f"{base}/experiments/{eid}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={SHARE_KEY}",
+            (1400, 1000),
+            budget_ms,
+        ),
+        Page(
+            "mlflow-run-metrics.png",
+            f"{base}/metric?runs={q([chart_run(client, runs)])}&metric={q(METRIC)}"
+            f"&experiments={q([eid])}&plot_metric_keys={q([METRIC])}"
+            "&x_axis=step&show_point=true",
+            (1400, 700),
+            budget_ms,
+        ),
+        Page(
+            "mlflow-compare.png",
+            f"{base}/compare-runs?runs={q(compared)}&experiments={q([eid])}",
+            (1600, 2020),
+            budget_ms,
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    here = Path(__file__).resolve().parent
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("project_dir", type=Path, help="folder holding mlflow.db")
-    ap.add_argument("--out", type=Path, default=here / "images", help="where the PNGs go")
-    ap.add_argument("--profile", default="quick", help="experiment upreid-<profile>")
+    ap.add_argument("project_dir", type=Path, help="the folder that holds mlflow.db")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "images",
+        help="where the PNGs go (default: docs/images)",
+    )
+    ap.add_argument("--profile", default="quick", help="photograph upreid-<profile>")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
-    ap.add_argument("--table-budget", type=int, default=20_000,
-                    help="virtual ms for the runs table and the comparison (default 20000)")
-    ap.add_argument("--chart-budget", type=int, default=150_000,
-                    help="virtual ms for the metric chart (default 150000)")
+    ap.add_argument(
+        "--budget", type=int, default=120_000, help="virtual time per page, ms (default 120000)"
+    )
     args = ap.parse_args(argv)
 
     db = (args.project_dir / "mlflow.db").resolve()
@@ -180,39 +267,26 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{db} does not exist; run `dvc repro` in the project first")
     args.out.mkdir(parents=True, exist_ok=True)
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
-    exp_name = f"upreid-{args.profile}"
-    exp = client.get_experiment_by_name(exp_name)
-    if exp is None:
-        ap.error(f"no experiment {exp_name!r} in {db}")
-    eid = exp.experiment_id
-    runs = find_runs(client, eid)
-    chart_run = runs.get("finetune/mgn/cuhk03/upreid/s0")
-    compared = [runs[k] for i in COMPARE_INITS if (k := f"finetune/mgn/cuhk03/{i}/s0") in runs]
-    if chart_run is None or len(compared) < 2:
-        ap.error(f"the finetune/mgn/cuhk03/* runs are missing from {exp_name}")
+    with tempfile.TemporaryDirectory(prefix="upreid-screenshots-") as tmp:
+        work = Path(tmp)
+        copy = snapshot(db, work)
+        client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{copy}")
+        exp = client.get_experiment_by_name(f"upreid-{args.profile}")
+        if exp is None:
+            ap.error(f"no experiment upreid-{args.profile} in {db}")
+        client.set_experiment_tag(
+            exp.experiment_id, f"mlflow.sharedViewState.{SHARE_KEY}", json.dumps(RUNS_VIEW)
+        )
+        port = free_port()
+        todo = pages(client, exp.experiment_id, port, args.budget)
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    pages = [
-        ("mlflow-runs.png", args.table_budget,
-         f"{base}/#/experiments/{eid}/runs?workflowType=machine_learning"),
-        ("mlflow-run-metrics.png", args.chart_budget,
-         f"{base}/#/metric?runs={json_param([chart_run])}&metric={json_param(METRIC)}"
-         f"&experiments={json_param([eid])}&plot_metric_keys={json_param([METRIC])}"),
-        ("mlflow-compare.png", args.table_budget,
-         f"{base}/#/compare-runs?runs={json_param(compared)}&experiments={json_param([eid])}"),
-    ]
-
-    with tempfile.TemporaryDirectory(prefix="upreid-mlflow-") as work:
-        server = start_server(db, port, Path(work))
+        server = start_server(copy, port, work)
         try:
-            wait_healthy(base, server)
-            for name, budget, url in pages:
-                print(url, flush=True)
-                screenshot(args.chromium, url, args.out / name, budget)
+            wait_healthy(port, server)
+            for page in todo:
+                screenshot(args.chromium, page, args.out)
         except BaseException:
-            log = Path(work, "server.log")
+            log = work / "server.log"
             if log.exists():
                 sys.stderr.write(log.read_text(errors="replace")[-3000:])
             raise
