@@ -167,9 +167,10 @@ def data_check(
 @app.command()
 @user_errors
 def pretrain(
-    variant: Annotated[Variant, typer.Option(help="moco, upreid or an ablation")] = Variant[
-        "upreid"
-    ],
+    variant: Annotated[
+        Variant,
+        typer.Option(help="moco, upreid or an ablation"),
+    ] = Variant["upreid"],
     max_steps: Annotated[int | None, typer.Option(help="stop early")] = None,
 ) -> None:
     """Pre-train one variant on the unlabeled pool (resumes a killed run)."""

@@ -1,0 +1,103 @@
+"""Study: frozen-feature mAP against the pre-training step, from one long run per method.
+
+The default profile's data and pre-training recipe, with only ``epochs`` raised (the schedule
+stretches with it), frozen-feature retrieval (:mod:`upreid.eval.frozen`) on the four generated
+labeled sets before the first step and after every epoch. The step where a method's curve rises
+above its step-0 value (the untrained network) is where pre-training starts to teach re-ID.
+
+    python reports/studies/learning_curve.py --epochs 20 --variants moco upreid
+
+writes ``reports/studies/learning_curve.json`` (every measurement) and ``learning_curve.png``;
+the generated data and the runs go to a temporary folder (``--work`` keeps them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from upreid.data.readers import read_dataset, read_pool
+from upreid.data.synth import synthesize
+from upreid.eval.frozen import frozen_probe
+from upreid.experiments import pretrain_variant
+from upreid.params import load_params
+from upreid.progress import setup_logging
+from upreid.runtime import CPU
+from upreid.train.pretrain import pretrain
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def run(
+    variants: list[str], epochs: int, work: Path, seed: int, out: Path
+) -> dict[str, list[dict]]:
+    """Pre-train each variant for ``epochs``; ``out`` (JSON) is rewritten after each one."""
+    params = load_params(ROOT / "params.yaml", "default")
+    data = work / "data"
+    if not (data / "luperson").exists():
+        synthesize(params.data, data, inside=work)
+    pool = read_pool(data / "luperson")
+    curves: dict[str, list[dict]] = {}
+    for variant in variants:
+        pp = dataclasses.replace(pretrain_variant(params.pretrain, variant), epochs=epochs)
+        sets = {n: read_dataset(n, data / n) for n in pp.frozen_eval}
+        probe = frozen_probe(sets, params.eval, pp.height, pp.width, CPU)
+        rows: list[dict] = []
+
+        def keep(row: dict[str, float], step: int, rows: list[dict] = rows) -> None:
+            if "frozen_mAP" in row:
+                rows.append({"step": step, **row})
+
+        start = time.perf_counter()
+        pretrain(pp, pool, work / "runs" / variant, seed, on_metrics=keep, probe=probe)
+        curves[variant] = rows
+        wall = time.perf_counter() - start
+        print(f"{variant}: {len(rows)} measurements, {wall:.0f} s", flush=True)
+        meta = {"epochs": epochs, "seed": seed, "profile": "default"}
+        out.write_text(json.dumps({**meta, "curves": curves}, indent=1))
+    return curves
+
+
+def figure(curves: dict[str, list[dict]], path: Path) -> None:
+    first = next(iter(curves.values()))[0]
+    datasets = sorted(k.removeprefix("frozen_mAP_") for k in first if k.startswith("frozen_mAP_"))
+    fig = Figure(figsize=(3.6 * len(datasets), 3.2))
+    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+    for ax, dataset in zip(axes, datasets, strict=True):
+        for variant, rows in curves.items():
+            steps = [r["step"] for r in rows]
+            ax.plot(steps, [r[f"frozen_mAP_{dataset}"] for r in rows], marker="o", label=variant)
+        untrained = next(iter(curves.values()))[0][f"frozen_mAP_{dataset}"]
+        ax.axhline(untrained, color="grey", ls="--", lw=1, label="untrained")
+        ax.set(title=dataset, xlabel="pre-training step", ylabel="frozen mAP (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=20, help="the default profile has 2")
+    ap.add_argument("--variants", nargs="+", default=["moco", "upreid"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, help="keep the data and runs here")
+    ap.add_argument("--out", type=Path, default=HERE / "learning_curve")
+    args = ap.parse_args()
+    setup_logging()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        curves = run(args.variants, args.epochs, work, args.seed, args.out.with_suffix(".json"))
+    figure(curves, args.out.with_suffix(".png"))
+    print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
