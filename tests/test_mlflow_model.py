@@ -62,10 +62,10 @@ def test_a_unit_logs_its_model_only_when_it_names_one(
     """The pipeline's path: a unit with ``model`` (``pipeline.log_models: true``) leaves an
     MLflow model on its run, also when it is re-logged from its folder into a lost store; a unit
     without one (the quick profile) leaves none."""
+    import shutil
+
     import mlflow
     import mlflow.pytorch
-
-    import shutil
 
     from upreid.units import Unit, ensure_logged, run_unit
 

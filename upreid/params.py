@@ -38,7 +38,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     """Convert ``value`` to type ``tp`` or raise naming ``where``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ParamsError(f"{where}: expected a mapping, got {value!r}")
         return from_mapping(tp, value, where)

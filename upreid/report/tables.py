@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,7 +226,7 @@ def _ablation(
     name: str,
     title: str,
     variants: dict[str, str],
-    published: dict[str, tuple[float, ...]],
+    published: Mapping[str, tuple[float, ...]],
     metrics: Sequence[str],
 ) -> Table:
     method, dataset = ABLATION_STAGE

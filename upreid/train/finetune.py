@@ -15,7 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +40,6 @@ from upreid.train.loop import (
     BestWeights,
     MetricsFn,
     NonFiniteLoss,
-    Stateful,
     Trainer,
     decay_groups,
     rate,
@@ -148,7 +147,7 @@ def finetune(
         rt,
         out / "last.pt",
         # cast: torch's optimizers and schedulers load a dict, Stateful promises a Mapping
-        {"model": model, "optimizer": cast(Stateful, opt), "scheduler": cast(Stateful, sched)},
+        {"model": model, "optimizer": opt, "scheduler": sched},
         meta,
         mp.epochs * len(loader),
         "it",

@@ -15,9 +15,10 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 def build_model(pp: PretrainParams, seed: int) -> MoCo:
     """MoCo (``method: moco``) or UP-ReID with its switches, from the ``pretrain`` section."""
-    common = dict(
+    common: dict[str, Any] = dict(
         arch=pp.arch,
         dim=pp.dim,
         hidden_dim=pp.hidden_dim,
@@ -51,10 +52,10 @@ def build_model(pp: PretrainParams, seed: int) -> MoCo:
         seed=seed,
     )
     if pp.method == "moco":
-        return MoCo(**common)  # type: ignore[arg-type]
+        return MoCo(**common)
     return UPReID(
         **common,
-        tau_patch=pp.temperature_patch,  # type: ignore[arg-type]
+        tau_patch=pp.temperature_patch,
         tau_cc=pp.temperature_consistency,
         lambda_global=pp.lambda_global,
         lambda_patch=pp.lambda_patch,
@@ -90,7 +91,7 @@ def _loader(
             f"the pool holds {len(records)} images, fewer than one batch "
             f"(pretrain.batch_size {pp.batch_size})"
         )
-    sampler = DistributedSampler(
+    sampler: DistributedSampler = DistributedSampler(
         dataset, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=seed, drop_last=True
     )
     loader = DataLoader(
@@ -178,7 +179,7 @@ def pretrain(
                 on_metrics(row, 0)
     net = rt.wrap(model)
     if pp.compile:
-        net = torch.compile(net)
+        net = cast(nn.Module, torch.compile(net))
     epoch_fn = _EpochFn(pp, model, net, opt, sched, trainer, loader, sampler, seed, total)
     start = time.perf_counter()
     trainer.fit(

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,6 @@ from upreid.train.checkpoint import seed_everything
 from upreid.train.loop import (
     EVAL_KEYS,
     MetricsFn,
-    Stateful,
     Trainer,
     TrainState,
     decay_groups,
@@ -170,7 +169,7 @@ def adapt(
         rt,
         out / "last.pt",
         # cast: torch's optimizers load a dict, Stateful promises a Mapping
-        {"model": model, "memory": memory, "optimizer": cast(Stateful, opt)},
+        {"model": model, "memory": memory, "optimizer": opt},
         meta,
         sp.epochs * sp.iters_per_epoch,
         "it",
