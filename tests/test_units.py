@@ -116,3 +116,19 @@ def test_a_run_left_running_by_a_kill_ends_killed(tmp_path: Path) -> None:
         for r in client.search_runs([exp.experiment_id], f"tags.`upreid.key` = '{unit.key}'")
     )
     assert status == ["FINISHED", "KILLED"]
+
+
+def test_the_summary_does_not_repeat_the_last_logged_row(tmp_path: Path) -> None:
+    """A run's final mAP, logged with its last epoch, is not logged again at the same step
+    (each value once in MLflow's history); summary values not in that row are added there."""
+
+    def work(folder: Path, on_metrics: Any) -> dict[str, Any]:
+        on_metrics({"mAP": 40.0}, 1)
+        on_metrics({"mAP": 42.0}, 2)
+        return {"mAP": 42.0, "best_mAP": 42.0}
+
+    unit = Unit("finetune/bot/market1501/moco/s0", tmp_path / "runs" / "r", "h", {})
+    run_unit(unit, work, "t", {"seed": 0}, root=tmp_path)
+    run_id = tracking.latest_runs("t", tmp_path)[unit.key].run_id
+    assert tracking.metric_history(run_id, "mAP", tmp_path) == [(1, 40.0), (2, 42.0)]
+    assert tracking.metric_history(run_id, "best_mAP", tmp_path) == [(2, 42.0)]

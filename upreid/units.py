@@ -201,8 +201,14 @@ def _log_outcome(
     artifacts: tuple[str, ...],
     model: str = "",
 ) -> None:
-    run.log_metrics(
-        {k: v for k, v in metrics.items() if isinstance(v, int | float)}, _final_step(out)
+    step, last = _final_row(out)
+    run.log_metrics(  # the run's summary; a value its last logged row holds is not repeated
+        {
+            k: v
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not (k in last and last[k] == v)
+        },
+        step,
     )
     for name in (RESULT, LOG, "curves.png", *artifacts):
         run.log_artifact(out / name)
@@ -259,7 +265,8 @@ def ensure_logged(folder: Path, profile: str, root: str | Path = ".") -> tuple[s
         return run.run_id, True
 
 
-def _final_step(out: Path) -> int:
+def _final_row(out: Path) -> tuple[int, dict[str, Any]]:
+    """The step and values of the run's last logged row (0 and none without a log)."""
     log_file = out / LOG
     rows = json.loads(log_file.read_text()) if log_file.is_file() else []
-    return int(rows[-1]["step"]) if rows else 0
+    return (int(rows[-1]["step"]), rows[-1]) if rows else (0, {})
