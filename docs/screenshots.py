@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -47,6 +45,8 @@ from pathlib import Path
 
 import mlflow
 from PIL import Image
+
+from upreid import tracking
 
 HOST = "upreid-mlflow"  # the name the browser uses for the server (mapped to 127.0.0.1)
 CHROMIUM_FLAGS = [
@@ -109,63 +109,11 @@ def snapshot(db: Path, dest: Path) -> Path:
     return copy
 
 
-def start_server(db: Path, port: int, workdir: Path) -> subprocess.Popen:
-    """Start ``mlflow server`` on ``db`` in its own process group (so it can be stopped whole)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{db}",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        # the server only answers host names it knows, and only takes the UI's POSTs
-        # (run searches) from origins it knows
-        "--allowed-hosts",
-        f"{HOST}:{port},127.0.0.1:{port}",
-        "--cors-allowed-origins",
-        f"http://{HOST}:{port}",
-    ]
-    # cwd: the scratch folder, where the server's default artifact folder harms nothing
-    with open(workdir / "server.log", "wb") as log:
-        return subprocess.Popen(
-            cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """Stop the server and its workers (SIGTERM to the group, SIGKILL if it lingers)."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
-
-
-def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Wait until the server answers ``/health`` (10-20 s on a slow machine)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"mlflow server did not answer /health in {timeout:.0f} s")
+def server_args(port: int) -> list[str]:
+    """The server only answers host names it knows, and only takes the UI's POSTs (run
+    searches) from origins it knows: the browser's name for it is ``HOST``."""
+    allowed = ["--allowed-hosts", f"{HOST}:{port},127.0.0.1:{port}"]
+    return [*allowed, "--cors-allowed-origins", f"http://{HOST}:{port}"]
 
 
 def q(value: object) -> str:
@@ -280,18 +228,17 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         todo = pages(client, exp.experiment_id, port, args.budget)
 
-        server = start_server(copy, port, work)
-        try:
-            wait_healthy(port, server)
-            for page in todo:
-                screenshot(args.chromium, page, args.out)
+        log = work / "server.log"
+        try:  # cwd: the scratch folder, where the server's default artifact folder harms nothing
+            with tracking.serve(
+                copy, port=port, extra_args=server_args(port), cwd=work, log_file=log
+            ):
+                for page in todo:
+                    screenshot(args.chromium, page, args.out)
         except BaseException:
-            log = work / "server.log"
             if log.exists():
                 sys.stderr.write(log.read_text(errors="replace")[-3000:])
             raise
-        finally:
-            stop_server(server)
     return 0
 
 

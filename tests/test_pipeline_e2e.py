@@ -6,12 +6,10 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -182,32 +180,8 @@ def _check_mlflow_ui(work: Path, run_id: str) -> None:
     """`mlflow server` over the store, in a real browser: the page `upreid info` names is the
     training runs of the experiment; a fine-tuning run shows its name, mAP and dataset; its
     mAP chart draws."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mlflow = Path(sys.executable).with_name("mlflow")
-    store = f"sqlite:///{work / 'mlflow.db'}"
-    with open(work / "mlflow-server.log", "w") as log:
-        server = subprocess.Popen(
-            [str(mlflow), "server", "--backend-store-uri", store, "--host", "127.0.0.1"]
-            + ["--port", str(port), "--workers", "1"],
-            cwd=work,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "no mlflow server"
-            time.sleep(0.5)
+    with tracking.serve(work / "mlflow.db", cwd=work, log_file=work / "mlflow-server.log") as base:
+        port = base.rsplit(":", 1)[1]
         upreid = Path(sys.executable).with_name("upreid")
         info = subprocess.run(
             [str(upreid), "--params", str(work / "params.yaml"), "info", "--port", str(port)],
@@ -229,9 +203,6 @@ def _check_mlflow_ui(work: Path, run_id: str) -> None:
             work,
         )
         assert "finetune/mgn/cuhk03/upreid/s0" in chart and "main-svg" in chart, chart[-3000:]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
 
 
 def _dvc(work: Path, *args: str) -> str:

@@ -1,8 +1,6 @@
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -73,44 +71,10 @@ def test_unreachable_server_is_a_clear_error(store: Path, monkeypatch: pytest.Mo
     assert time.monotonic() - started < 10
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_real_server_serves_the_runs_over_rest(store: Path) -> None:
     _log_stage(store, "finetune/mgn/cuhk03/upreid/s0", [5.0, 7.5])
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                tracking.check_reachable(base, timeout=1)
-                break
-            except tracking.TrackingError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start")
+    with tracking.serve(store / "mlflow.db", cwd=store) as base:
         req = urllib.request.Request(
             f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=upreid-t"
         )
@@ -136,9 +100,6 @@ def test_real_server_serves_the_runs_over_rest(store: Path) -> None:
             assert "finetune/mgn/cuhk03/upreid/s0" in tracking.latest_runs("t", store)
         finally:
             del os.environ["MLFLOW_TRACKING_URI"]
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
 
 
 def test_artifacts_are_hard_linked_into_the_project_store(

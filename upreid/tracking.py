@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,6 +313,60 @@ def stage_run(
         stage.flush()
         client.set_terminated(run.info.run_id, status)
         client.set_terminated(parent, "FINISHED")  # the pipeline run spans its stages' runs
+
+
+@contextmanager
+def serve(
+    store: str | Path,
+    *,
+    port: int = 0,
+    extra_args: Sequence[str] = (),
+    cwd: str | Path | None = None,
+    log_file: str | Path | None = None,
+    timeout: float = 180.0,
+) -> Iterator[str]:
+    """``mlflow server`` over the sqlite store ``store`` on a free loopback port, yielding its
+    base URL once ``/health`` answers (7-20 s); the server and its workers are stopped at the
+    end. ``port`` 0 takes a free one; ``extra_args`` go to the server's command line (e.g.
+    ``--allowed-hosts``)."""
+    import signal
+    import socket
+    import subprocess
+
+    if not port:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri"]
+    cmd += [f"sqlite:///{Path(store).resolve()}", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--workers", "1", *extra_args]
+    with open(log_file or os.devnull, "wb") as log:
+        server = subprocess.Popen(
+            cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                check_reachable(base, timeout=2)
+                break
+            except TrackingError:
+                if server.poll() is not None:
+                    raise TrackingError(f"mlflow server exited with {server.returncode}") from None
+                if time.monotonic() > deadline:
+                    raise TrackingError(f"mlflow server: no /health in {timeout:.0f} s") from None
+                time.sleep(0.5)
+        yield base
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        except ProcessLookupError:
+            pass
 
 
 def standard_tags(commit: str) -> dict[str, str]:
