@@ -124,11 +124,13 @@ def test_the_summary_does_not_repeat_the_last_logged_row(tmp_path: Path) -> None
 
     def work(folder: Path, on_metrics: Any) -> dict[str, Any]:
         on_metrics({"mAP": 40.0}, 1)
+        on_metrics({"loss": 0.5}, 2)  # two rows at the last step (a loss, then an evaluation)
         on_metrics({"mAP": 42.0}, 2)
-        return {"mAP": 42.0, "best_mAP": 42.0}
+        return {"mAP": 42.0, "best_mAP": 42.0, "loss": 0.5}
 
     unit = Unit("finetune/bot/market1501/moco/s0", tmp_path / "runs" / "r", "h", {})
     run_unit(unit, work, "t", {"seed": 0}, root=tmp_path)
     run_id = tracking.latest_runs("t", tmp_path)[unit.key].run_id
     assert tracking.metric_history(run_id, "mAP", tmp_path) == [(1, 40.0), (2, 42.0)]
     assert tracking.metric_history(run_id, "best_mAP", tmp_path) == [(2, 42.0)]
+    assert tracking.metric_history(run_id, "loss", tmp_path) == [(2, 0.5)]

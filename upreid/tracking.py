@@ -359,14 +359,16 @@ def serve(
                 time.sleep(0.5)
         yield base
     finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        except ProcessLookupError:
-            pass
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # the group: uvicorn and job workers too
+            try:
+                os.killpg(server.pid, sig)
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                pass
+            if sig == signal.SIGTERM:
+                time.sleep(0.5)  # the workers' own shutdown
 
 
 def standard_tags(commit: str) -> dict[str, str]:

@@ -202,7 +202,7 @@ def _log_outcome(
     model: str = "",
 ) -> None:
     step, last = _final_row(out)
-    run.log_metrics(  # the run's summary; a value its last logged row holds is not repeated
+    run.log_metrics(  # the run's summary; a value logged at its last step is not repeated
         {
             k: v
             for k, v in metrics.items()
@@ -266,7 +266,14 @@ def ensure_logged(folder: Path, profile: str, root: str | Path = ".") -> tuple[s
 
 
 def _final_row(out: Path) -> tuple[int, dict[str, Any]]:
-    """The step and values of the run's last logged row (0 and none without a log)."""
+    """The run's last logged step and every value logged at it (0 and none without a log)."""
     log_file = out / LOG
     rows = json.loads(log_file.read_text()) if log_file.is_file() else []
-    return (int(rows[-1]["step"]), rows[-1]) if rows else (0, {})
+    if not rows:
+        return 0, {}
+    step = int(rows[-1]["step"])
+    merged: dict[str, Any] = {}
+    for row in rows:
+        if int(row["step"]) == step:
+            merged.update(row)
+    return step, merged

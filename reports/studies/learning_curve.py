@@ -57,6 +57,11 @@ def run(
 
         start = time.perf_counter()
         pretrain(pp, pool, work / "runs" / variant, seed, on_metrics=keep, probe=probe)
+        if not rows:
+            raise SystemExit(
+                f"{work / 'runs' / variant} holds a finished run (nothing was measured): "
+                "give a new --work folder"
+            )
         curves[variant] = rows
         wall = time.perf_counter() - start
         print(f"{variant}: {len(rows)} measurements, {wall:.0f} s", flush=True)

@@ -223,7 +223,17 @@ def test_frozen_probe_measures_the_untrained_and_each_epoch(
     calls.clear()
     loop.pretrain(pp, tiny_pool, tmp_path / "b", 0, max_steps=4, probe=counted)
     assert len(calls) == 2  # step 0 and the end of epoch 1; the budget ends mid-epoch 2
-    again = loop.pretrain(pp, tiny_pool, tmp_path / "b", 0, probe=counted)
-    assert len(calls) == 3  # resumed: no second step-0 evaluation
+    resumed: list[tuple[int, dict[str, float]]] = []
+    again = loop.pretrain(
+        pp,
+        tiny_pool,
+        tmp_path / "b",
+        0,
+        on_metrics=lambda m, s: resumed.append((s, m)),
+        probe=counted,
+    )
+    assert len(calls) == 3  # resumed: no second step-0 evaluation ...
+    # ... but its record gets the curve measured before the kill (a new MLflow run's history)
+    assert [s for s, m in resumed if "frozen_mAP" in m] == [0, 3, 6]
     assert again["init_frozen_mAP"] == summary["init_frozen_mAP"]
     assert again["frozen_mAP"] == summary["frozen_mAP"]

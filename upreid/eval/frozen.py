@@ -36,6 +36,7 @@ def frozen_retrieval(
     width: int,
     runtime: Runtime,
     cache: ImageCache | None = None,
+    workers: int = 0,
 ) -> dict[str, float]:
     """``frozen_mAP_<set>`` and ``frozen_rank1_<set>`` (percent) of ``trunk``'s pooled features
     on each set, and ``frozen_mAP``, their mean. Plain distances (no re-ranking), so the numbers
@@ -44,7 +45,9 @@ def frozen_retrieval(
     embed = runtime.embedder(trunk, pooled)
     out: dict[str, float] = {}
     for name, data in sets.items():
-        metrics = evaluate(embed, data, plain, height, width, cache=cache, device=runtime.device)
+        metrics = evaluate(
+            embed, data, plain, height, width, workers, cache=cache, device=runtime.device
+        )
         out[f"frozen_mAP_{name}"] = float(metrics["mAP"])
         out[f"frozen_rank1_{name}"] = float(metrics["rank1"])
     if sets:
@@ -59,12 +62,14 @@ def frozen_probe(
     width: int,
     runtime: Runtime,
     cache_mb: int = 256,
+    workers: int = 0,
 ) -> Probe:
     """:func:`frozen_retrieval` on ``sets`` as a function of the trunk (what a pre-training run
-    calls every few epochs), with the decoded images kept between calls."""
-    cache = ImageCache(cache_mb) if cache_mb > 0 else None
+    calls every few epochs): decoded images kept between calls in one process, or decoded by
+    ``workers`` loader processes (then without the cache: each worker would hold a copy)."""
+    cache = ImageCache(cache_mb) if cache_mb > 0 and workers == 0 else None
 
     def probe(trunk: nn.Module) -> dict[str, float]:
-        return frozen_retrieval(trunk, sets, params, height, width, runtime, cache)
+        return frozen_retrieval(trunk, sets, params, height, width, runtime, cache, workers)
 
     return probe

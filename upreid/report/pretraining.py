@@ -36,9 +36,10 @@ def pretraining_rows(
     """Rows of ``COLUMNS``: the untrained network first (from the first variant's run that
     measured it; every variant starts from the same seeded trunk), then each variant."""
     runs = [(v, records[f"pretrain/{v}"]) for v in variants if f"pretrain/{v}" in records]
+    measured = [(v, r) for v, r in runs if any(k.startswith("init_frozen_") for k in r.metrics)]
     rows: list[list[str]] = []
     for prefix, name, chosen in (
-        ("init_", UNTRAINED, runs[:1]),
+        ("init_", UNTRAINED, measured[:1]),
         ("", None, runs),
     ):
         for variant, run in chosen:

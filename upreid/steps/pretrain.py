@@ -50,7 +50,9 @@ def run_pretrain(
 
     paths = Paths(params, root)
     pp = pretrain_variant(params.pretrain, variant)
-    probed = to_dict(params.eval) if pp.frozen_eval else None
+    # what the probe's numbers depend on (not re-ranking, batch or chunk sizes)
+    ev = params.eval
+    probed = {"metric": ev.metric, "flip": ev.flip} if pp.frozen_eval else None
     input_hash = digest(to_dict(pp), params.seed, manifest_digest(paths), max_steps, probed)
     out = paths.pretrain(variant)
 
@@ -107,4 +109,4 @@ def frozen_sets_probe(
                 "dataset there or take it out of pretrain.frozen_eval"
             )
         sets[name] = read_dataset(name, folder)
-    return frozen_probe(sets, params.eval, pp.height, pp.width, rt)
+    return frozen_probe(sets, params.eval, pp.height, pp.width, rt, workers=pp.workers)

@@ -146,7 +146,6 @@ def finetune(
         f"finetune {method}",
         rt,
         out / "last.pt",
-        # cast: torch's optimizers and schedulers load a dict, Stateful promises a Mapping
         {"model": model, "optimizer": opt, "scheduler": sched},
         meta,
         mp.epochs * len(loader),

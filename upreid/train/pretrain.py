@@ -172,11 +172,16 @@ def pretrain(
         def evaluate() -> dict[str, float]:
             return probe(trunk)
 
-        if not trainer.state.history:  # the untrained network: the curve's first point
+        if trainer.state.step == 0:  # the untrained network: the curve's first point
             row = trainer.evaluate(evaluate)
             trainer.state.history.append({"epoch": 0, **row})
             if on_metrics is not None:
                 on_metrics(row, 0)
+        elif on_metrics is not None:  # a resumed run's record gets the curve measured so far
+            for past in trainer.state.history:
+                frozen = {k: v for k, v in past.items() if k.startswith("frozen_")}
+                if frozen:
+                    on_metrics(frozen, int(past["epoch"]) * steps_per_epoch)
     net = rt.wrap(model)
     if pp.compile:
         net = cast(nn.Module, torch.compile(net))
@@ -201,11 +206,13 @@ def pretrain(
 
 
 def _probed(history: list[dict[str, float]]) -> dict[str, float]:
-    """The probe's values before training (``init_*``) and at the last evaluation."""
+    """The probe's values before training (``init_*``, the epoch-0 row) and at the last
+    evaluation."""
     rows = [r for r in history if "frozen_mAP" in r]
     if not rows:
         return {}
-    first = {f"init_{k}": v for k, v in rows[0].items() if k.startswith("frozen_")}
+    untrained = [r for r in rows if r["epoch"] == 0][:1]
+    first = {f"init_{k}": v for r in untrained for k, v in r.items() if k.startswith("frozen_")}
     return {**first, **{k: v for k, v in rows[-1].items() if k.startswith("frozen_")}}
 
 

@@ -168,7 +168,6 @@ def adapt(
         "spcl",
         rt,
         out / "last.pt",
-        # cast: torch's optimizers load a dict, Stateful promises a Mapping
         {"model": model, "memory": memory, "optimizer": opt},
         meta,
         sp.epochs * sp.iters_per_epoch,
