@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from upreid import tracking
 from upreid.io import atomic_write_bytes
 from upreid.report.figures import _finish, _save
-from upreid.report.tables import _csv, _fmt, _markdown
+from upreid.report.text import fmt, markdown, to_csv
 
 COLUMNS = ["variant", "pretrain_seed", "dataset", "frozen_mAP", "frozen_rank1"]
 UNTRAINED = "random"
@@ -81,7 +81,7 @@ def _summary(rows: list[list[str]]) -> tuple[list[str], list[list[str]], list[st
             and mean[(variant, d)] >= mean[(UNTRAINED, d)] + MARGIN
         ]
         tally = "-" if variant == UNTRAINED else f"{len(above)} of {len(datasets)}"
-        body.append([variant, *(_fmt(mean.get((variant, d))) for d in datasets), tally])
+        body.append([variant, *(fmt(mean.get((variant, d))) for d in datasets), tally])
     for variant in ("moco", "upreid"):
         if any(r[0] == variant for r in body):
             row = next(r for r in body if r[0] == variant)
@@ -104,14 +104,14 @@ def write_pretraining(
     rows = pretraining_rows(records, variants, seed)
     if not rows:
         return []
-    atomic_write_bytes(out / "tables" / "pretraining.csv", _csv(COLUMNS, rows))
+    atomic_write_bytes(out / "tables" / "pretraining.csv", to_csv(COLUMNS, rows))
     header, body, notes = _summary(rows)
     md = (
         "# What pre-training taught: frozen-feature retrieval\n\n"
         "mAP (%) of the pre-trained trunk's pooled features, no fine-tuning, on each labeled "
         f"set's query and gallery; `{UNTRAINED}` is the same network untrained. Per run and "
         "with rank-1: [pretraining.csv](pretraining.csv); the curve against the pre-training "
-        "step: [figure](../figures/pretraining_frozen.png).\n\n" + _markdown(header, body)
+        "step: [figure](../figures/pretraining_frozen.png).\n\n" + markdown(header, body)
     )
     md += "\n" + "".join(f"- {n}\n" for n in notes)
     atomic_write_bytes(out / "tables" / "pretraining.md", md.encode())

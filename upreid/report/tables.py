@@ -7,8 +7,6 @@ orderings hold here.
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +19,8 @@ from upreid.io import atomic_write_bytes
 from upreid.params import Params
 from upreid.report import paper
 from upreid.report.figures import write_curves
+from upreid.report.pretraining import write_pretraining
+from upreid.report.text import fmt, markdown, to_csv
 
 INIT_NAMES = {"scratch": "Scratch", "insup": "INSUP", "moco": "Moco", "upreid": "UP-ReID"}
 DATASET_NAMES = {
@@ -80,28 +80,6 @@ class Runs:
         ]
 
 
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1f}"
-
-
-def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A Markdown table; a cell's own ``|`` (ours | paper) is escaped, not a column break."""
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    lines = [line(header), "|" + "---|" * len(header), *(line(r) for r in rows)]
-    return "\n".join(lines) + "\n"
-
-
-def _csv(header: Sequence[str], rows: Sequence[Sequence[str]]) -> bytes:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue().encode()
-
-
 @dataclass
 class Table:
     name: str
@@ -112,11 +90,11 @@ class Table:
 
     def write(self, folder: Path, caption: str = "") -> None:
         md = f"# {self.title}\n\n" + (f"{caption}\n\n" if caption else "")
-        md += _markdown(self.header, self.rows)
+        md += markdown(self.header, self.rows)
         if self.notes:
             md += "\n" + "\n".join(f"- {n}" for n in self.notes) + "\n"
         atomic_write_bytes(folder / f"{self.name}.md", md.encode())
-        atomic_write_bytes(folder / f"{self.name}.csv", _csv(self.header, self.rows))
+        atomic_write_bytes(folder / f"{self.name}.csv", to_csv(self.header, self.rows))
 
 
 def _ordering(label: str, better: Value, worse: Value) -> tuple[str, bool | None]:
@@ -146,7 +124,7 @@ def table1(runs: Runs, inits: Sequence[str]) -> Table:
                 r = runs.finetune(method, d, init, "rank1")
                 pub = paper.TABLE1.get((method, init, d))
                 ours = ABSENT if not m.values else f"{m.text()}/{r.text()}"
-                row.append(f"{ours} | {'/'.join(map(_fmt, pub)) if pub else 'n/a'}")
+                row.append(f"{ours} | {'/'.join(map(fmt, pub)) if pub else 'n/a'}")
             rows.append(row)
         for d in datasets:
             label = f"{METHOD_NAMES[method]} {DATASET_NAMES[d]} mAP, UP-ReID > Moco"
@@ -193,7 +171,7 @@ def table2(runs: Runs) -> Table:
             pub = paper.TABLE2.get(init, {}).get(setting)
             for j, metric in enumerate(("mAP", "rank1")):
                 v = runs.value(f"spcl/{setting}/{init}", metric)
-                row.append(f"{v.text()} | {_fmt(pub[j]) if pub else 'n/a'}")
+                row.append(f"{v.text()} | {fmt(pub[j]) if pub else 'n/a'}")
         rows.append(row)
     notes = [
         _ordering(
@@ -238,7 +216,7 @@ def _ablation(
             [label]
             + [
                 f"{runs.finetune(method, dataset, variant, m).text()} | "
-                f"{_fmt(pub[j]) if pub and j < len(pub) else 'n/a'}"
+                f"{fmt(pub[j]) if pub and j < len(pub) else 'n/a'}"
                 for j, m in enumerate(metrics)
             ]
         )
@@ -277,7 +255,7 @@ def tables_3_8(runs: Runs, profile: str) -> list[Table]:
     ]
     out = []
     for name, keys in (("table3", paper.TABLE3_ROWS), ("table8", tuple(paper.TABLE8))):
-        rows = [[k, *map(_fmt, paper.TABLE8[k])] for k in keys]
+        rows = [[k, *map(fmt, paper.TABLE8[k])] for k in keys]
         cols = header if name == "table8" else header[:5]
         rows = [r[: len(cols)] for r in rows] + [ours[: len(cols)]]
         out.append(
@@ -296,7 +274,7 @@ def table7(runs: Runs) -> Table:
             m, r = (runs.finetune("pcb", d, init, k) for k in ("mAP", "rank1"))
             pub = paper.TABLE7.get(init, {}).get(d)
             ours = ABSENT if not m.values else f"{m.text()}/{r.text()}"
-            row.append(f"{ours} | {'/'.join(map(_fmt, pub)) if pub else 'n/a'}")
+            row.append(f"{ours} | {'/'.join(map(fmt, pub)) if pub else 'n/a'}")
         rows.append(row)
     notes = [
         _ordering(
@@ -367,8 +345,6 @@ def write_reports(
     for table in tables:
         table.write(out / "tables", caption)
     figures = write_curves(runs, out / "figures" / "curves", root)
-    from upreid.report.pretraining import write_pretraining  # it imports this module
-
     learned = write_pretraining(out, records, list(PRETRAIN_VARIANTS), params.seed, root)
     absent = sum(cell.startswith(ABSENT) for t in tables for r in t.rows for cell in r[1:])
     headline = {
