@@ -218,6 +218,19 @@ class PretrainParams:
     # step 0 and every ``frozen_eval_every`` epochs: what pre-training taught; () turns it off
     frozen_eval: tuple[str, ...]
     frozen_eval_every: int
+    # the views (docs/METHOD.md, "Views"): RandomResizedCrop's area fraction and aspect (width /
+    # height of the crop), Gaussian blur's sigma (at 256 px height when ``blur_relative``)
+    crop_scale: tuple[float, float]
+    crop_ratio: tuple[float, float]
+    blur_sigma: tuple[float, float]
+    blur_relative: bool
+    # colour jitter (brightness, contrast, saturation, hue; all 0: none, LUPerson's choice),
+    # applied with probability ``color_jitter_p``
+    color_jitter: tuple[float, float, float, float]
+    color_jitter_p: float
+    cc_target: Literal["ema", "online"]  # the encoder that embeds x_o for P^o (no gradient)
+    min_patch_height: int  # ICC patches shorter than this are resized up to it (0: never)
+    bn_recalibrate: int  # batches of whole images that re-estimate BN statistics at the end
 
     def __post_init__(self) -> None:
         where = "pretrain"
@@ -259,6 +272,18 @@ class PretrainParams:
             raise ParamsError(f"{where}.ema_momentum must be in [0, 1), got {self.ema_momentum}")
         if self.patches < 2 or self.patches % 2:
             raise ParamsError(f"{where}.patches must be an even number >= 2, got {self.patches}")
+        _non_negative(where, min_patch_height=self.min_patch_height)
+        _non_negative(where, bn_recalibrate=self.bn_recalibrate)
+        for name in ("crop_scale", "crop_ratio", "blur_sigma"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ParamsError(f"{where}.{name} must be [low, high] with 0 < low <= high")
+        if min(self.color_jitter) < 0 or self.color_jitter[3] > 0.5:
+            raise ParamsError(f"{where}.color_jitter: each >= 0 and hue <= 0.5")
+        if not 0 <= self.color_jitter_p <= 1:
+            raise ParamsError(f"{where}.color_jitter_p must be in [0, 1]")
+        if self.crop_scale[1] > 1:
+            raise ParamsError(f"{where}.crop_scale: an area fraction is at most 1")
 
 
 @dataclass(frozen=True)

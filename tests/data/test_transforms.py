@@ -186,3 +186,41 @@ def test_pretrain_views_are_the_original_and_two_independent_views(image: Image.
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert torch.equal(first[0], T.test_transform(H, W)(image))
     assert not torch.equal(first[1], first[2])
+
+
+def test_pretrain_views_from_params() -> None:
+    """The ``pretrain`` keys reach the views: crop ranges, colour jitter (none when all 0) and
+    the blur, whose sigma scales with the height when ``blur_relative``."""
+    import dataclasses
+    from pathlib import Path
+
+    from upreid.params import load_params
+
+    pp = load_params(Path(__file__).resolve().parents[2] / "params.yaml", "default").pretrain
+    pp = dataclasses.replace(
+        pp, height=64, width=32, crop_ratio=(0.375, 0.667), crop_scale=(0.3, 1.0)
+    )
+    plain = T.PretrainViews.from_params(pp).augment.transforms
+    crop = next(t for t in plain if isinstance(t, v2.RandomResizedCrop))
+    assert tuple(crop.ratio) == (0.375, 0.667) and tuple(crop.scale) == (0.3, 1.0)
+    assert not any(
+        isinstance(t, v2.RandomApply) and isinstance(t.transforms[0], v2.ColorJitter) for t in plain
+    )
+    assert list(
+        next(t for t in plain if isinstance(t, v2.RandomApply)).transforms[0].sigma
+    ) == list(pp.blur_sigma)
+
+    scaled = dataclasses.replace(
+        pp,
+        blur_relative=True,
+        blur_sigma=(0.1, 2.0),
+        color_jitter=(0.4, 0.4, 0.0, 0.0),
+        color_jitter_p=0.6,
+    )
+    ts = T.PretrainViews.from_params(scaled).augment.transforms
+    applied = [t for t in ts if isinstance(t, v2.RandomApply)]
+    jitter, blur = applied[0], applied[1]
+    assert isinstance(jitter.transforms[0], v2.ColorJitter) and jitter.p == 0.6
+    assert jitter.transforms[0].brightness == pytest.approx((0.6, 1.4))
+    assert jitter.transforms[0].saturation is None
+    assert list(blur.transforms[0].sigma) == pytest.approx([0.1 / 4, 2.0 / 4])

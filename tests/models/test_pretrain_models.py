@@ -124,3 +124,43 @@ def test_moco_is_the_baseline() -> None:
     out = moco(*_views())
     assert set(out) == {"loss", "loss_global"}
     assert torch.isfinite(out["loss"])
+
+
+def test_online_cc_target_takes_no_gradient_and_keeps_bn_statistics() -> None:
+    model = _model(cc_target="online", icc=False)
+    x_o, x_q, x_k = _views()
+    x_o.requires_grad_(True)
+    bn = model.online.backbone.bn1
+    model(x_o, x_q, x_k)["loss"].backward()
+    assert x_o.grad is None
+    # x_o adds nothing to the running statistics: the same as a model that never saw it
+    other = _model(cc_target="online", icc=False, cc=False)
+    other(x_o.detach(), x_q, x_k)
+    assert torch.allclose(bn.running_mean, other.online.backbone.bn1.running_mean)
+    assert bn.momentum == pytest.approx(0.1)
+    # and the target differs from the EMA encoder's once the two encoders differ
+    ema = _model(cc_target="ema", icc=False)
+    torch.manual_seed(5)
+    for p in ema.online.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    online = _model(cc_target="online", icc=False)
+    online.load_state_dict(ema.state_dict())
+    torch.manual_seed(3)
+    a = ema(x_o.detach(), x_q, x_k)["loss_cc"]
+    torch.manual_seed(3)
+    b = online(x_o.detach(), x_q, x_k)["loss_cc"]
+    assert a.item() != pytest.approx(b.item(), rel=1e-4)
+
+
+def test_small_patches_are_resized_up() -> None:
+    seen: list[tuple[int, int]] = []
+    model = _model(min_patch_height=32, cc=False)
+    model.online.backbone.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[-2:]))
+    model(*_views())
+    # the global view at 64x32, then the 4 patches of 32x16 (2 rows): already tall enough
+    assert seen == [(H, W), (H // 2, W // 2)]
+    seen.clear()
+    model = _model(min_patch_height=48, cc=False)
+    model.online.backbone.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[-2:]))
+    model(*_views())
+    assert seen == [(H, W), (48, 24)]

@@ -237,3 +237,34 @@ def test_frozen_probe_measures_the_untrained_and_each_epoch(
     assert [s for s, m in resumed if "frozen_mAP" in m] == [0, 3, 6]
     assert again["init_frozen_mAP"] == summary["init_frozen_mAP"]
     assert again["frozen_mAP"] == summary["frozen_mAP"]
+
+
+def test_bn_recalibration_on_whole_images(tiny_pool: list[Record], tmp_path: Path) -> None:
+    """``bn_recalibrate``: the exported trunk's weights are the trained ones and its BN running
+    statistics are the plain average over whole, unaugmented pool images; the live model (and
+    so a resumed run) is untouched."""
+    from upreid.data.dataset import ImageDataset
+    from upreid.data.transforms import test_transform
+    from upreid.runtime import CPU
+
+    pp = _pp(bn_recalibrate=1, epochs=1)
+    loop.pretrain(pp, tiny_pool, tmp_path / "a", 0)
+    exported = torch.load(tmp_path / "a" / "backbone.pt", weights_only=True)["backbone"]
+    live = {
+        k.removeprefix("online.backbone."): v
+        for k, v in _weights(tmp_path / "a" / "checkpoint.pt").items()
+        if k.startswith("online.backbone.")
+    }
+    assert torch.equal(exported["conv1.weight"], live["conv1.weight"])
+    assert not torch.allclose(exported["bn1.running_mean"], live["bn1.running_mean"])
+    # one batch of whole images, evenly spaced over the pool (8 of 24: every third)
+    chosen = [tiny_pool[i * len(tiny_pool) // 8] for i in range(8)]
+    x = torch.stack(
+        [ImageDataset(chosen, test_transform(pp.height, pp.width))[i][0] for i in range(8)]
+    )
+    trunk = build_backbone(pp.arch)
+    trunk.load_state_dict(live)
+    stem = trunk.conv1(x)
+    assert torch.allclose(exported["bn1.running_mean"], stem.mean(dim=(0, 2, 3)), atol=1e-5)
+    off = dataclasses.replace(pp, bn_recalibrate=0)
+    assert loop.recalibrated(trunk, tiny_pool, off, CPU) is trunk

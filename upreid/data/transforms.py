@@ -12,12 +12,15 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from upreid.params import PretrainParams
+
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 CROP_SCALE = (0.2, 1.0)  # RandomResizedCrop: fraction of the image area
 CROP_RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop: aspect (width / height)
 BLUR_SIGMA = (0.1, 2.0)  # Gaussian blur: sigma drawn uniformly from this range
+BLUR_HEIGHT = 256  # the height at which ``blur_sigma`` holds when it scales with the image
 
 
 def _rgb(img: Image.Image) -> Image.Image:
@@ -79,13 +82,17 @@ def pretrain_augment(
     scale: tuple[float, float] = CROP_SCALE,
     ratio: tuple[float, float] = CROP_RATIO,
     sigma: tuple[float, float] = BLUR_SIGMA,
+    jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+    jitter_p: float = 0.8,
 ) -> v2.Compose:
     """One augmented view (x_q or x_k): LUPerson's MoCo v2 recipe without colour jitter.
 
     RandomResizedCrop to ``(height, width)`` (``scale`` of the area, aspect in ``ratio``,
-    bicubic), grayscale p 0.2, Gaussian blur p 0.5 (sigma uniform in ``sigma``), horizontal
-    flip, normalise, random erasing p 0.5.
+    bicubic), colour jitter p ``jitter_p`` when ``jitter`` (brightness, contrast, saturation,
+    hue) is not all 0, grayscale p 0.2, Gaussian blur p 0.5 (sigma uniform in ``sigma``),
+    horizontal flip, normalise, random erasing p 0.5.
     """
+    color = [v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p)] if any(jitter) else []
     return v2.Compose(
         [
             v2.Lambda(_rgb, Image.Image),
@@ -97,6 +104,7 @@ def pretrain_augment(
                 antialias=True,
             ),
             *_to_float(),
+            *color,
             v2.RandomGrayscale(p=0.2),
             v2.RandomApply([v2.GaussianBlur(blur_kernel(height), sigma=sigma)], p=0.5),
             v2.RandomHorizontalFlip(p=0.5),
@@ -117,9 +125,30 @@ class PretrainViews:
         scale: tuple[float, float] = CROP_SCALE,
         ratio: tuple[float, float] = CROP_RATIO,
         sigma: tuple[float, float] = BLUR_SIGMA,
+        jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+        jitter_p: float = 0.8,
     ) -> None:
         self.original = test_transform(height, width)
-        self.augment = pretrain_augment(height, width, scale=scale, ratio=ratio, sigma=sigma)
+        self.augment = pretrain_augment(
+            height, width, scale=scale, ratio=ratio, sigma=sigma, jitter=jitter, jitter_p=jitter_p
+        )
+
+    @classmethod
+    def from_params(cls, pp: PretrainParams) -> PretrainViews:
+        """The views of the ``pretrain`` section: its crop ranges and blur, the blur's sigma
+        scaled by ``height / 256`` when ``blur_relative`` (LUPerson's relative strength)."""
+        lo, hi = pp.blur_sigma
+        if pp.blur_relative:
+            lo, hi = lo * pp.height / BLUR_HEIGHT, hi * pp.height / BLUR_HEIGHT
+        return cls(
+            pp.height,
+            pp.width,
+            scale=pp.crop_scale,
+            ratio=pp.crop_ratio,
+            sigma=(lo, hi),
+            jitter=pp.color_jitter,
+            jitter_p=pp.color_jitter_p,
+        )
 
     def __call__(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.original(img), self.augment(img), self.augment(img)

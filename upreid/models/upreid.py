@@ -5,6 +5,7 @@ global consistency (CC, Eq. 2-4). Total: ``L = L_icc + lambda_cc * L_cc`` (Eq. 1
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from upreid.losses.contrastive import (
@@ -54,6 +55,8 @@ class UPReID(MoCo):
         positive: str,
         bn_splits: int = 1,
         seed: int = 0,
+        cc_target: str = "ema",
+        min_patch_height: int = 0,
     ) -> None:
         super().__init__(
             arch, dim, hidden_dim, queue_size, ema_momentum, tau_global, bn_splits, seed
@@ -62,6 +65,7 @@ class UPReID(MoCo):
         self.lambda_global, self.lambda_patch = lambda_global, lambda_patch
         self.lambda_cc = lambda_cc
         self.cc, self.icc, self.hm, self.patches, self.positive = cc, icc, hm, patches, positive
+        self.cc_target, self.min_patch_height = cc_target, min_patch_height
         gen = torch.Generator().manual_seed(seed + 2)
         self.patch_queue = Queues(patches if hm else 1, queue_size, dim, gen)
 
@@ -70,8 +74,8 @@ class UPReID(MoCo):
         n = self.patches
         pq, pk = partition(x_q, n), partition(x_k, n)  # (N, B, 3, h, w)
         b = pq.shape[1]
-        q = self.online(pq.flatten(0, 1)).view(n, b, -1)  # (N, B, dim)
-        k = self.keys(pk.flatten(0, 1)).view(n, b, -1)  # (N, B, dim)
+        q = self.online(self._sized(pq.flatten(0, 1))).view(n, b, -1)  # (N, B, dim)
+        k = self.keys(self._sized(pk.flatten(0, 1))).view(n, b, -1)  # (N, B, dim)
         queue = self.patch_queue.keys.clone().detach()
         if self.hm:
             positives = patch_positives(k, select_partner(self.positive, q, k))  # (N, B, 2, D)
@@ -83,6 +87,15 @@ class UPReID(MoCo):
             self.patch_queue.push(gather(k.flatten(0, 1)[idx.to(k.device)])[None])
         return loss
 
+    def _sized(self, patches: Tensor) -> Tensor:
+        """Patches shorter than ``min_patch_height`` resized up to it (aspect kept, bilinear),
+        so that the deeper stages see more than a 1x1 map."""
+        h, w = patches.shape[-2:]
+        if h >= self.min_patch_height:
+            return patches
+        size = (self.min_patch_height, max(1, round(w * self.min_patch_height / h)))
+        return F.interpolate(patches, size=size, mode="bilinear", align_corners=False)
+
     def forward(self, x_o: Tensor, x_q: Tensor, x_k: Tensor) -> dict[str, Tensor]:
         loss_g, q0, k0 = self.global_contrast(x_q, x_k)
         out: dict[str, Tensor] = {"loss_global": loss_g.detach()}
@@ -92,11 +105,27 @@ class UPReID(MoCo):
             total = self.lambda_global * loss_g + self.lambda_patch * loss_p
             out["loss_patch"] = loss_p.detach()
         if self.cc:
-            with torch.no_grad():
-                o = self.keys(x_o)  # the original image: EMA encoder, no gradient
+            with torch.no_grad():  # the original image, no gradient
+                o = self.keys(x_o) if self.cc_target == "ema" else self._embed_online(x_o)
             loss_cc = consistency_loss(q0, k0, o, self.tau_cc)
             total = total + self.lambda_cc * loss_cc
             out["loss_cc"] = loss_cc.detach()
         self.queue.push(gather(k0)[None])
         out["loss"] = total
         return out
+
+    @torch.no_grad()
+    def _embed_online(self, x: Tensor) -> Tensor:
+        """The online encoder's embedding of ``x`` with its BN statistics left as they are
+        (eval-mode BN would use running statistics; train mode would add x_o's to them)."""
+        bns = [
+            m for m in self.online.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        ]
+        saved = [m.momentum for m in bns]
+        for m in bns:
+            m.momentum = 0.0  # batch statistics normalise, running ones stay put
+        try:
+            return self.online(x)
+        finally:
+            for m, mom in zip(bns, saved, strict=True):
+                m.momentum = mom

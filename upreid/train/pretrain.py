@@ -14,6 +14,7 @@ import math
 import statistics
 import time
 from collections.abc import Sequence
+from copy import deepcopy
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from upreid.data.dataset import ImageDataset, collate
 from upreid.data.records import Record
-from upreid.data.transforms import PretrainViews
+from upreid.data.transforms import PretrainViews, test_transform
 from upreid.eval.frozen import Probe
 from upreid.io import atomic_torch_save, git_commit
 from upreid.models.moco import MoCo
@@ -65,6 +66,8 @@ def build_model(pp: PretrainParams, seed: int) -> MoCo:
         hm=pp.hm,
         patches=pp.patches,
         positive=pp.positive,
+        cc_target=pp.cc_target,
+        min_patch_height=pp.min_patch_height,
     )
 
 
@@ -79,7 +82,7 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 def _loader(
     pp: PretrainParams, records: Sequence[Record], rt: Runtime, seed: int
 ) -> tuple[DataLoader, DistributedSampler]:
-    dataset = ImageDataset(records, PretrainViews(pp.height, pp.width))
+    dataset = ImageDataset(records, PretrainViews.from_params(pp))
     per_rank = pp.batch_size // rt.world
     if per_rank < 2:
         raise ValueError(
@@ -107,9 +110,40 @@ def _loader(
     return loader, sampler
 
 
-def export_backbone(model: MoCo, pp: PretrainParams, path: Path) -> None:
-    """The online backbone, loadable by every fine-tuning method (``backbone.*`` weights)."""
-    weights = {k: v.detach().cpu() for k, v in model.online.backbone.state_dict().items()}
+def recalibrated(
+    trunk: nn.Module, records: Sequence[Record], pp: PretrainParams, rt: Runtime
+) -> nn.Module:
+    """``trunk`` itself when ``pp.bn_recalibrate`` is 0; else a copy whose BN running
+    statistics are re-estimated (a plain average) on that many batches of whole, unaugmented
+    images, evenly spaced over ``records``. Training mixes in other statistics (UP-ReID's
+    patches, augmented views); fine-tuning and retrieval see whole images."""
+    if not pp.bn_recalibrate:
+        return trunk
+    copy = deepcopy(trunk)
+    bns = [m for m in copy.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    count = min(len(records), pp.bn_recalibrate * pp.batch_size)
+    chosen = [records[i * len(records) // count] for i in range(count)]
+    dataset = ImageDataset(chosen, test_transform(pp.height, pp.width))
+    copy.train()
+    with torch.no_grad():
+        for x, *_ in DataLoader(dataset, batch_size=pp.batch_size, collate_fn=collate):
+            copy(rt.images(x))
+    for m, momentum in zip(bns, momenta, strict=True):
+        m.momentum = momentum
+    return copy.eval()
+
+
+def export_backbone(
+    model: MoCo, pp: PretrainParams, path: Path, trunk: nn.Module | None = None
+) -> None:
+    """The online backbone (or ``trunk``, its recalibrated copy), loadable by every fine-tuning
+    method (``backbone.*`` weights)."""
+    trunk = trunk or model.online.backbone
+    weights = {k: v.detach().cpu() for k, v in trunk.state_dict().items()}
     atomic_torch_save(
         path,
         {
@@ -170,7 +204,11 @@ def pretrain(
         trunk = model.online.backbone
 
         def evaluate() -> dict[str, float]:
-            return probe(trunk)
+            was = trunk.training
+            try:
+                return probe(recalibrated(trunk, records, pp, rt))
+            finally:
+                trunk.train(was)
 
         if trainer.state.step == 0:  # the untrained network: the curve's first point
             row = trainer.evaluate(evaluate)
@@ -191,7 +229,8 @@ def pretrain(
         pp.epochs, epoch_fn, evaluate, probe_every, checkpoint_every=1, final_checkpoint=True
     )
     if rt.main:
-        export_backbone(model, pp, out / "backbone.pt")
+        exported = recalibrated(model.online.backbone, records, pp, rt)
+        export_backbone(model, pp, out / "backbone.pt", exported)
     summary = {
         "steps": trainer.state.step,
         "epochs": trainer.state.epoch,

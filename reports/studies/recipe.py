@@ -1,0 +1,158 @@
+"""Study: which pre-training choices make frozen features beat the untrained network.
+
+Each variant is the default profile's ``pretrain`` section with some keys overridden; it is
+pre-trained on the default profile's generated pool for each seed, and its frozen features
+(:mod:`upreid.eval.frozen`: the pooled trunk, no fine-tuning) are ranked on the four generated
+labeled sets before the first step (the untrained network, same seed) and at the end.
+
+    python reports/studies/recipe.py --name views --seeds 0 1 2 \\
+        --variant "luperson: method=moco" \\
+        --variant "person-crop: method=moco crop_ratio=[0.375,0.667]"
+
+appends one JSON line per (variant, seed) to ``reports/studies/recipe.jsonl`` (``--out``), and
+prints a table of ``frozen mAP - untrained mAP`` per set, mean over seeds. Values are YAML
+(``lr=0.03``, ``crop_ratio=[0.375,0.667]``, ``cc=false``). A (study, variant, seed) already in the
+file is not run again. The generated data go to ``--work`` (default: a temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from upreid.data.readers import read_dataset, read_pool
+from upreid.data.synth import synthesize
+from upreid.eval.frozen import frozen_probe
+from upreid.params import PretrainParams, from_mapping, load_params, to_dict
+from upreid.progress import setup_logging
+from upreid.runtime import CPU
+from upreid.train.pretrain import pretrain
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+SETS = ("cuhk03", "market1501", "personx", "msmt17")
+
+
+def parse_variant(text: str, base: PretrainParams) -> tuple[str, PretrainParams, dict[str, Any]]:
+    """``"name: key=value key=value"`` -> (name, the params, the overrides)."""
+    name, _, rest = text.partition(":")
+    overrides: dict[str, Any] = {}
+    for item in rest.split():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant {text!r}: {item!r} is not key=value")
+        overrides[key] = yaml.safe_load(value)
+    raw = {**to_dict(base), **overrides}
+    return name.strip(), from_mapping(PretrainParams, raw, "pretrain"), overrides
+
+
+def done(out: Path) -> set[tuple[str, str, int]]:
+    if not out.exists():
+        return set()
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    return {(r["study"], r["variant"], r["seed"]) for r in rows}
+
+
+def run_one(pp: PretrainParams, work: Path, seed: int) -> dict[str, Any]:
+    data = work / "data"
+    pool = read_pool(data / "luperson")
+    sets = {n: read_dataset(n, data / n) for n in SETS}
+    probe = frozen_probe(
+        sets, load_params(ROOT / "params.yaml", "default").eval, pp.height, pp.width, CPU
+    )
+    rows: list[dict[str, Any]] = []
+
+    def keep(row: dict[str, float], step: int) -> None:
+        if "frozen_mAP" in row:
+            rows.append({"step": step, **row})
+
+    run_dir = Path(tempfile.mkdtemp(dir=work, prefix="run-"))
+    start = time.perf_counter()
+    summary = pretrain(pp, pool, run_dir, seed, on_metrics=keep, probe=probe, probe_every=pp.epochs)
+    wall = time.perf_counter() - start
+    for f in run_dir.iterdir():
+        f.unlink()
+    run_dir.rmdir()
+    return {
+        "untrained": {n: rows[0][f"frozen_mAP_{n}"] for n in SETS},
+        "trained": {n: rows[-1][f"frozen_mAP_{n}"] for n in SETS},
+        "trained_rank1": {n: rows[-1][f"frozen_rank1_{n}"] for n in SETS},
+        "steps": summary["steps"],
+        "wall_s": wall,
+        "final_loss": summary.get("loss"),
+    }
+
+
+def table(out: Path, study: str) -> str:
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["study"] == study]
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["variant"], []).append(r)
+    lines = [
+        "| variant | seeds | steps | " + " | ".join(SETS) + " | sets >= +5 |",
+        "|---|---|---|" + "---|" * len(SETS) + "---|",
+    ]
+    for name, rs in by.items():
+        gains = {n: [r["trained"][n] - r["untrained"][n] for r in rs] for n in SETS}
+        cells = []
+        for n in SETS:
+            g = gains[n]
+            sd = f" ± {statistics.stdev(g):.1f}" if len(g) > 1 else ""
+            mean = statistics.fmean(r["trained"][n] for r in rs)
+            cells.append(f"{mean:.1f} ({statistics.fmean(g):+.1f}{sd})")
+        wins = sum(statistics.fmean(gains[n]) >= 5 for n in SETS)
+        lines.append(
+            f"| {name} | {len(rs)} | {rs[0]['steps']} | " + " | ".join(cells) + f" | {wins} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--name", required=True, help="the study's name (groups its rows)")
+    ap.add_argument("--variant", action="append", required=True, help='"name: key=value ..."')
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--work", type=Path, help="keep the generated data here")
+    ap.add_argument("--out", type=Path, default=HERE / "recipe.jsonl")
+    ap.add_argument("--table", action="store_true", help="print the study's table and stop")
+    args = ap.parse_args()
+    if args.table:
+        print(table(args.out, args.name))
+        return
+    setup_logging()
+    base = load_params(ROOT / "params.yaml", "default")
+    variants = [parse_variant(v, base.pretrain) for v in args.variant]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        if not (work / "data" / "luperson").exists():
+            synthesize(base.data, work / "data", inside=work)
+        finished = done(args.out)
+        for seed in args.seeds:
+            for name, pp, overrides in variants:
+                if (args.name, name, seed) in finished:
+                    continue
+                result = run_one(pp, work, seed)
+                row = {
+                    "study": args.name,
+                    "variant": name,
+                    "seed": seed,
+                    "overrides": overrides,
+                    **result,
+                }
+                with args.out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                gain = {n: round(result["trained"][n] - result["untrained"][n], 1) for n in SETS}
+                print(f"{name} seed {seed}: {result['wall_s']:.0f} s, gain {gain}", flush=True)
+    print(table(args.out, args.name))
+
+
+if __name__ == "__main__":
+    main()
