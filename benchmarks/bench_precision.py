@@ -1,7 +1,7 @@
 """Benchmark: both precisions train. UP-ReID pre-training and BoT fine-tuning, each for
 ``--steps`` optimizer steps through the real loops, in fp32 and in bf16 autocast.
 
-    python benchmarks/bench_precision.py [--steps 200 --device cpu]
+    python benchmarks/bench_precision.py [--steps 200 --device cpu --pretrain-lr LR]
 
 On generated data at the default profile's geometry (ResNet-18, 64x32). Prints, per loop and
 precision, the mean loss of the first 20 steps (pre-training: the 20 after the queue first
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import statistics
 import sys
@@ -49,12 +50,15 @@ def _summary(losses: list[float], finite: bool, start: int = 0, **extra: float) 
     }
 
 
-def pretraining(params: Params, rt: Runtime, steps: int, root: Path) -> dict[str, Any]:
+def pretraining(
+    params: Params, rt: Runtime, steps: int, root: Path, lr: float | None = None
+) -> dict[str, Any]:
     from upreid.data.readers import read_pool
     from upreid.train.pretrain import pretrain
 
     pp = dataclasses.replace(
         pretrain_variant(params.pretrain, "upreid"),
+        lr=lr or params.pretrain.lr,
         batch_size=32,
         epochs=1000,
         warmup_epochs=0,
@@ -142,19 +146,29 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--pretrain-lr",
+        type=float,
+        help="pre-training lr at the benchmark's batch of 32 (default: the profile's pretrain.lr)",
+    )
     args = ap.parse_args()
     if args.device == "cpu":  # before the first convolution of the process, or it is too late
         avoid_amx_bf16_convolution()
     params = load_params(ROOT / "params.yaml")
     device = resolve_device(args.device)
-    result: dict[str, Any] = {"device": str(device), "steps": args.steps}
+    result: dict[str, Any] = {
+        "device": str(device),
+        "steps": args.steps,
+        "pretrain_lr": args.pretrain_lr or params.pretrain.lr,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate(params, root)
         for precision in ("fp32", "bf16"):
             rt = Runtime(device, resolve_precision(precision, device), True)
             torch.manual_seed(0)
-            for name, fn in (("pretrain_upreid", pretraining), ("finetune_bot", finetuning)):
+            pre = functools.partial(pretraining, lr=args.pretrain_lr)
+            for name, fn in (("pretrain_upreid", pre), ("finetune_bot", finetuning)):
                 r = fn(params, rt, args.steps, root)
                 result.setdefault(name, {})[precision] = r
                 print(
