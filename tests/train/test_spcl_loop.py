@@ -37,11 +37,14 @@ def _params(**kw: object):
 
 
 def test_source_to_target_run_beats_the_untrained_model(tiny_synth: Path, tmp_path: Path) -> None:
-    """P->M from scratch on 12 identities: 80 iterations lift target mAP well above the
-    untrained network (measured 33.0 -> 45.6; the first epochs dip below it)."""
+    """P->M from scratch on 12 identities: 120 iterations lift target mAP well above the
+    untrained network. Measured 33.0 -> 45.3 (best 45.5) on an AMD EPYC; the curve is noisy on 8
+    test identities and the first epoch dips below the start. 80 iterations were enough on an
+    Intel Xeon (45.6) but ended at 35.7 on the EPYC (best 42.2): the arithmetic differs by
+    processor."""
     target = read_market1501(tiny_synth / "market1501")
     source = read_personx(tiny_synth / "personx")
-    sp, ev = _params(epochs=8, iters_per_epoch=10, eval_every=1)
+    sp, ev = _params(epochs=12, iters_per_epoch=10, eval_every=1)
     torch.manual_seed(0)
     before = evaluate(spcl.SpCLNet("resnet18").eval(), target, ev, 64, 32)["mAP"]
     rows: list[dict[str, float]] = []
@@ -57,7 +60,7 @@ def test_source_to_target_run_beats_the_untrained_model(tiny_synth: Path, tmp_pa
         seed=0,
         on_metrics=lambda m, s: rows.append(m),
     )
-    assert len(rows) == 8 and all("clusters" in r and "outliers" in r for r in rows)
+    assert len(rows) == 12 and all("clusters" in r and "outliers" in r for r in rows)
     assert all(r["clusters"] >= 1 for r in rows)
     assert result["source_images"] == len(source.train)
     # the init is evaluated before adapting (the gain the report quotes)
