@@ -15,11 +15,9 @@ its own (chance 1/64), with the mean positive and queue similarities.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 from upreid.data.dataset import ImageDataset, collate
@@ -32,10 +30,10 @@ from upreid.train.pretrain import build_model
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(overrides: dict, data: Path, epochs: int) -> None:
+def run(overrides: list[str], data: Path, epochs: int) -> None:
     torch.manual_seed(0)
-    params = load_params(ROOT / "params.yaml", "default")
-    pp = dataclasses.replace(pretrain_variant(params.pretrain, "moco"), **overrides)
+    params = load_params(ROOT / "params.yaml", "default", [f"pretrain.{o}" for o in overrides])
+    pp = pretrain_variant(params.pretrain, "moco")
     pool = read_pool(data / "luperson")
     model = build_model(pp, 0).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(
@@ -75,11 +73,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help='"key=value ..."')
     args = ap.parse_args()
     for text in args.set or [""]:
-        overrides = {}
-        for item in text.split():
-            key, _, value = item.partition("=")
-            overrides[key] = yaml.safe_load(value)
-        run(overrides, args.data, args.epochs)
+        run(text.split(), args.data, args.epochs)
 
 
 if __name__ == "__main__":

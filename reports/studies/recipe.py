@@ -30,7 +30,7 @@ import yaml
 from upreid.data.readers import read_dataset, read_pool
 from upreid.data.synth import synthesize
 from upreid.eval.frozen import frozen_probe
-from upreid.params import PretrainParams, from_mapping, load_params, to_dict
+from upreid.params import PretrainParams, load_params
 from upreid.progress import setup_logging
 from upreid.runtime import CPU
 from upreid.train.pretrain import pretrain
@@ -40,17 +40,14 @@ ROOT = HERE.parents[1]
 SETS = ("cuhk03", "market1501", "personx", "msmt17")
 
 
-def parse_variant(text: str, base: PretrainParams) -> tuple[str, PretrainParams, dict[str, Any]]:
-    """``"name: key=value key=value"`` -> (name, the params, the overrides)."""
+def parse_variant(text: str) -> tuple[str, PretrainParams, dict[str, Any]]:
+    """``"name: key=value key=value"`` -> (name, the default profile's ``pretrain`` section with
+    those keys overridden, the overrides), through the project's ``-S`` override parser."""
     name, _, rest = text.partition(":")
-    overrides: dict[str, Any] = {}
-    for item in rest.split():
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--variant {text!r}: {item!r} is not key=value")
-        overrides[key] = yaml.safe_load(value)
-    raw = {**to_dict(base), **overrides}
-    return name.strip(), from_mapping(PretrainParams, raw, "pretrain"), overrides
+    items = rest.split()
+    pp = load_params(ROOT / "params.yaml", "default", [f"pretrain.{i}" for i in items]).pretrain
+    overrides = {i.partition("=")[0]: yaml.safe_load(i.partition("=")[2]) for i in items}
+    return name.strip(), pp, overrides
 
 
 def done(out: Path) -> set[tuple[str, str, int]]:
@@ -129,7 +126,7 @@ def main() -> None:
         return
     setup_logging()
     base = load_params(ROOT / "params.yaml", "default")
-    variants = [parse_variant(v, base.pretrain) for v in args.variant]
+    variants = [parse_variant(v) for v in args.variant]
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         if not (work / "data" / "luperson").exists():
