@@ -34,7 +34,11 @@ def test_gpu_check_tiny_runs_every_part(tmp_path: Path) -> None:
         m = r["pretrain"][variant]
         assert m["images_per_s"] > 0 and m["loop_images_per_s"] > 0
         assert m["flops_per_step"] > 0 and math.isnan(m["mfu"])  # no GPU peak on a CPU
-    assert r["cost_ratio_upreid_over_moco"] > 1  # UP-ReID adds patch and consistency passes
+    # UP-ReID adds patch and consistency passes: more work per step, counted, not timed (a
+    # timed ratio of tiny CPU steps is noise: measured 0.93 on a loaded 2-core machine)
+    pre = r["pretrain"]
+    assert pre["upreid"]["flops_per_step"] > pre["moco"]["flops_per_step"]
+    assert 0 < r["cost_ratio_upreid_over_moco"] < math.inf
     assert r["bot"]["train_images_per_s"] > 0 and r["bot"]["train_images"] > 0
     assert r["eval"]["plain_s"] > 0 and r["eval"]["rerank_s"] > 0
     assert 0 <= r["eval"]["plain_mAP"] <= 100 and 0 <= r["eval"]["rerank_mAP"] <= 100
