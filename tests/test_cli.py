@@ -40,6 +40,14 @@ def test_ablate_needs_exactly_one_switch() -> None:
     assert result.exit_code == 2 and "4, 8 or 12" in result.output
 
 
+def test_a_pretraining_seed_only_for_the_compared_methods() -> None:
+    base = ["--params", str(ROOT / "params.yaml"), "pretrain"]
+    result = runner.invoke(app, [*base, "--variant", "nohm", "--pretrain-seed", "1"])
+    assert result.exit_code == 2 and "only for ['moco', 'upreid']" in result.output
+    result = runner.invoke(app, [*base, "--variant", "moco", "--pretrain-seed", "-1"])
+    assert result.exit_code == 2 and "offset >= 0" in result.output
+
+
 def test_bad_params_file_is_refused_before_work(tmp_path: Path) -> None:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["finetune"]["bot"]["lr_typo"] = 1.0

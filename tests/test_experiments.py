@@ -8,7 +8,10 @@ from upreid.experiments import (
     finetune_runs,
     init_kind,
     needed_variants,
+    pretrain_name,
     pretrain_variant,
+    seeded_runs,
+    split_pretrain_name,
 )
 from upreid.params import load_params
 
@@ -47,5 +50,34 @@ def test_init_kinds() -> None:
     assert init_kind("nohm") == "upreid"
     with pytest.raises(ValueError):
         init_kind("imagenet21k")
+    assert init_kind("moco-p2") == "moco" and init_kind("upreid-p1") == "upreid"
+    for wrong in ("nohm-p1", "moco-p0", "moco-p", "upreid-p01"):
+        with pytest.raises(ValueError, match="moco-p1"):
+            init_kind(wrong)
+
+
+def test_pretraining_seeds_of_the_compared_methods() -> None:
     params = load_params(ROOT / "params.yaml")
-    assert set(needed_variants(params)) == set(PRETRAIN_VARIANTS)
+    n = params.pipeline.pretrain_seeds
+    assert n >= 3  # the default profile's spread over pre-training seeds
+    assert seeded_runs(params) == [
+        pretrain_name(v, p) for p in range(n) for v in ("moco", "upreid")
+    ]
+    assert split_pretrain_name("upreid-p2") == ("upreid", 2)
+    assert split_pretrain_name("n12") == ("n12", 0)
+    assert pretrain_name("moco", 0) == "moco"
+    needed = needed_variants(params)
+    assert len(needed) == len(set(needed)) == len(PRETRAIN_VARIANTS) + 2 * (n - 1)
+    assert pretrain_variant(params.pretrain, "moco-p1") == pretrain_variant(params.pretrain, "moco")
+    # the headline cells fine-tune every pre-training seed with the first fine-tune seed
+    runs = finetune_runs(params, "mgn", "market1501")
+    seeded = sorted(r.key for r in runs if "-p" in r.init)
+    assert seeded == sorted(
+        f"finetune/mgn/market1501/{v}-p{p}/s{params.seed}"
+        for v in ("moco", "upreid")
+        for p in range(1, n)
+    )
+    assert not any("-p" in r.init for r in finetune_runs(params, "bot", "market1501"))
+    # the quick profile keeps one
+    quick = load_params(ROOT / "params.yaml", "quick")
+    assert needed_variants(quick) == [v for v in PRETRAIN_VARIANTS]

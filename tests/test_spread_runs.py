@@ -29,6 +29,7 @@ def _project(dest: Path, nproc: int) -> None:
     params["profiles"]["quick"]["pipeline"] = {
         "inits": ["scratch", "moco"],
         "headline_seeds": 2,
+        "pretrain_seeds": 1,
         "log_models": False,
     }
     params["launch"]["nproc_per_node"] = nproc

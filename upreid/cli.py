@@ -172,16 +172,22 @@ def pretrain(
         typer.Option(help="moco, upreid or an ablation"),
     ] = Variant["upreid"],
     max_steps: Annotated[int | None, typer.Option(help="stop early")] = None,
+    pretrain_seed: Annotated[
+        int, typer.Option(help="pre-training seed offset (moco, upreid): run <variant>-p<N>")
+    ] = 0,
 ) -> None:
     """Pre-train one variant on the unlabeled pool (resumes a killed run)."""
+    from upreid.experiments import SEEDED_VARIANTS, pretrain_name
     from upreid.pipeline import relaunch_distributed
     from upreid.steps.pretrain import run_pretrain
 
+    name = Variant(variant).value
+    if pretrain_seed < 0 or (pretrain_seed and name not in SEEDED_VARIANTS):
+        _fail(f"--pretrain-seed takes an offset >= 0, and > 0 only for {list(SEEDED_VARIANTS)}")
     params = _params()
     relaunch_distributed(params, [sys.argv[0], *sys.argv[1:]])
-    typer.echo(
-        json.dumps(run_pretrain(params, Variant(variant).value, max_steps=max_steps), indent=1)
-    )
+    name = pretrain_name(name, pretrain_seed)
+    typer.echo(json.dumps(run_pretrain(params, name, max_steps=max_steps), indent=1))
 
 
 def _ablation_variant(
@@ -231,6 +237,16 @@ def ablate(
         )
 
 
+def _pretrain_name(name: str) -> bool:
+    from upreid.experiments import split_pretrain_name
+
+    try:
+        split_pretrain_name(name)
+    except ValueError:
+        return False
+    return True
+
+
 @app.command()
 @user_errors
 def finetune(
@@ -238,7 +254,10 @@ def finetune(
     dataset: Annotated[Dataset, typer.Option()] = Dataset["market1501"],
     init: Annotated[
         str,
-        typer.Option(help="scratch, insup, moco, upreid, a variant, or a weights file (a path)"),
+        typer.Option(
+            help="scratch, insup, moco, upreid, a variant, a seeded run (moco-p1), or a "
+            "weights file (a path)"
+        ),
     ] = "upreid",
     seed: Annotated[int | None, typer.Option()] = None,
     data: Annotated[Path | None, typer.Option(help="dataset folder")] = None,
@@ -250,7 +269,7 @@ def finetune(
     params = _params()
     if seed is not None and seed < 0:
         _fail(f"--seed must be >= 0, got {seed}")
-    if init not in ("scratch", "insup", *PRETRAIN_VARIANTS):
+    if init not in ("scratch", "insup") and not _pretrain_name(init):
         init = f"file:{Path(init).resolve()}"  # a path, taken from the current folder
     run = FinetuneRun(
         Method(method).value, Dataset(dataset).value, init, params.seed if seed is None else seed

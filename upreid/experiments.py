@@ -27,6 +27,12 @@ PRETRAIN_VARIANTS: dict[str, dict[str, Any]] = {
 
 FILE_PREFIX = "file:"  # an init from a weights file: file:PATH
 
+# The methods the paper compares are pre-trained with ``pipeline.pretrain_seeds`` seeds: the run
+# of pre-training seed offset p > 0 is named ``<variant>-p<p>`` (``moco-p1``), that of offset 0
+# keeps the variant's name. The ablations are pre-trained once.
+SEEDED_VARIANTS = ("moco", "upreid")
+_SEEDED_NAME = re.compile(r"^(?P<variant>[a-z0-9]+)-p(?P<offset>[1-9][0-9]*)$")
+
 DATASETS = ("cuhk03", "market1501", "personx", "msmt17")
 METHODS = ("bdb", "bot", "mgn", "pcb")
 # Fine-tuning stages (method, dataset): Table 1 (BDB, BoT, MGN x 4) and Table 7 (PCB x 3).
@@ -73,13 +79,27 @@ class FinetuneRun:
         return f"{self.label}-s{self.seed}"
 
 
-def pretrain_variant(params: PretrainParams, variant: str) -> PretrainParams:
-    """``params`` with the overrides of ``variant``."""
-    if variant not in PRETRAIN_VARIANTS:
+def split_pretrain_name(name: str) -> tuple[str, int]:
+    """A pre-training run's name -> (its variant, its pre-training seed offset):
+    ``moco`` -> (moco, 0), ``upreid-p2`` -> (upreid, 2)."""
+    m = _SEEDED_NAME.match(name)
+    variant, offset = (m["variant"], int(m["offset"])) if m else (name, 0)
+    if variant not in PRETRAIN_VARIANTS or (offset and variant not in SEEDED_VARIANTS):
         raise ValueError(
-            f"unknown pre-training variant {variant!r}; valid are {list(PRETRAIN_VARIANTS)}"
+            f"unknown pre-training variant {name!r}; valid are {list(PRETRAIN_VARIANTS)}, "
+            f"and {list(SEEDED_VARIANTS)} with a pre-training seed offset (moco-p1)"
         )
-    return dataclasses.replace(params, **PRETRAIN_VARIANTS[variant])
+    return variant, offset
+
+
+def pretrain_name(variant: str, offset: int) -> str:
+    """The inverse of :func:`split_pretrain_name`."""
+    return f"{variant}-p{offset}" if offset else variant
+
+
+def pretrain_variant(params: PretrainParams, variant: str) -> PretrainParams:
+    """``params`` with the overrides of ``variant`` (a variant or a seeded run's name)."""
+    return dataclasses.replace(params, **PRETRAIN_VARIANTS[split_pretrain_name(variant)[0]])
 
 
 def init_kind(init: str) -> str:
@@ -88,13 +108,16 @@ def init_kind(init: str) -> str:
     public MoCo/LUPerson checkpoint, a torchvision state dict)."""
     if init.startswith(FILE_PREFIX):
         return "file"
-    if init in ("scratch", "insup", "moco"):
+    if init in ("scratch", "insup"):
         return init
-    if init in PRETRAIN_VARIANTS:
-        return "upreid"
-    raise ValueError(
-        f"unknown init {init!r}; valid are scratch, insup, {list(PRETRAIN_VARIANTS)} or file:PATH"
-    )
+    try:
+        variant, _ = split_pretrain_name(init)
+    except ValueError:
+        raise ValueError(
+            f"unknown init {init!r}; valid are scratch, insup, {list(PRETRAIN_VARIANTS)}, "
+            "moco-p1 (a pre-training seed of moco or upreid) or file:PATH"
+        ) from None
+    return "moco" if variant == "moco" else "upreid"
 
 
 def finetune_runs(params: Params, method: str, dataset: str) -> list[FinetuneRun]:
@@ -111,12 +134,31 @@ def finetune_runs(params: Params, method: str, dataset: str) -> list[FinetuneRun
         for init in params.pipeline.inits
         if s == 0 or init not in ("scratch", "insup")
     ]
+    if headline:  # the other pre-training seeds, each fine-tuned with the first fine-tune seed
+        runs += [
+            FinetuneRun(method, dataset, name, params.seed)
+            for name in seeded_runs(params)
+            if split_pretrain_name(name)[1] > 0
+        ]
     if (method, dataset) == ABLATION_STAGE:
         runs += [FinetuneRun(method, dataset, v, params.seed) for v in ABLATION_VARIANTS]
     return runs
 
 
+def seeded_runs(params: Params) -> list[str]:
+    """The pre-training runs of the compared methods the profile fine-tunes from, every
+    pre-training seed: ``moco, upreid, moco-p1, upreid-p1, ...``."""
+    return [
+        pretrain_name(v, p)
+        for p in range(params.pipeline.pretrain_seeds)
+        for v in SEEDED_VARIANTS
+        if v in params.pipeline.inits
+    ]
+
+
 def needed_variants(params: Params) -> list[str]:
-    """Pre-training variants some fine-tuning run starts from."""
+    """Pre-training runs some fine-tuning run starts from: each variant once, and the compared
+    methods once per further pre-training seed."""
     inits = set(params.pipeline.inits) | set(ABLATION_VARIANTS)
-    return [v for v in PRETRAIN_VARIANTS if v in inits]
+    once = [v for v in PRETRAIN_VARIANTS if v in inits]
+    return once + [n for n in seeded_runs(params) if n not in once]

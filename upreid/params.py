@@ -435,10 +435,13 @@ class PipelineParams:
 
     inits: tuple[str, ...]  # fine-tuning initialisations: scratch, insup, moco, upreid
     headline_seeds: int  # fine-tune seeds of the headline cells (MGN on CUHK03 and Market-1501)
+    pretrain_seeds: int  # pre-training seeds of moco and upreid (each fine-tuned in the headline)
     log_models: bool  # every fine-tuned and adapted model also as an MLflow model (torch.export)
 
     def __post_init__(self) -> None:
-        _positive("pipeline", headline_seeds=self.headline_seeds)
+        _positive(
+            "pipeline", headline_seeds=self.headline_seeds, pretrain_seeds=self.pretrain_seeds
+        )
         valid = ("scratch", "insup", "moco", "upreid")
         for init in self.inits:
             if init not in valid:

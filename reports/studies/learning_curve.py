@@ -38,13 +38,20 @@ ROOT = HERE.parents[1]
 def run(
     variants: list[str], epochs: int, work: Path, seed: int, out: Path
 ) -> dict[str, list[dict]]:
-    """Pre-train each variant for ``epochs``; ``out`` (JSON) is rewritten after each one."""
+    """Pre-train each variant for ``epochs``; ``out`` (JSON) is rewritten after each one. The
+    curves of other variants already in ``out`` with the same epochs and seed are kept, so the
+    variants can be run one call at a time."""
     params = load_params(ROOT / "params.yaml", "default")
     data = work / "data"
     if not (data / "luperson").exists():
         synthesize(params.data, data, inside=work)
     pool = read_pool(data / "luperson")
+    meta = {"epochs": epochs, "seed": seed, "profile": "default"}
     curves: dict[str, list[dict]] = {}
+    if out.exists():
+        old = json.loads(out.read_text())
+        if all(old.get(k) == v for k, v in meta.items()):
+            curves = {k: v for k, v in old["curves"].items() if k not in variants}
     for variant in variants:
         pp = dataclasses.replace(pretrain_variant(params.pretrain, variant), epochs=epochs)
         sets = {n: read_dataset(n, data / n) for n in pp.frozen_eval}
@@ -65,7 +72,6 @@ def run(
         curves[variant] = rows
         wall = time.perf_counter() - start
         print(f"{variant}: {len(rows)} measurements, {wall:.0f} s", flush=True)
-        meta = {"epochs": epochs, "seed": seed, "profile": "default"}
         out.write_text(json.dumps({**meta, "curves": curves}, indent=1))
     return curves
 

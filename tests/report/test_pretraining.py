@@ -67,3 +67,33 @@ def test_no_frozen_values_no_table(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     records = tracking.latest_runs("t", tmp_path)
     assert write_pretraining(tmp_path / "r", records, ["moco"], 0, tmp_path) == []
     assert not (tmp_path / "r" / "tables" / "pretraining.csv").exists()
+
+
+def test_pretraining_seeds_paired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three pre-training seeds of each method: rows per seed (the untrained network of each
+    seed too), mean ± std per cell, and the paired UP-ReID - MoCo difference with its interval."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    moco = (10.0, 12.0, 11.0)
+    upreid = (13.0, 14.0, 15.0)  # paired differences 3, 2, 4: mean 3, sd 1
+    for p, (m, u) in enumerate(zip(moco, upreid, strict=True)):
+        suffix = f"-p{p}" if p else ""
+        _pretrain_run(tmp_path, f"moco{suffix}", {"market1501": [5.0 + p, 8, m]})
+        _pretrain_run(tmp_path, f"upreid{suffix}", {"market1501": [5.0 + p, 9, u]})
+    records = tracking.latest_runs("t", tmp_path)
+    out = tmp_path / "reports"
+    names = ["moco", "upreid", "moco-p1", "upreid-p1", "moco-p2", "upreid-p2"]
+    write_pretraining(out, records, names, seed=4, root=tmp_path)
+    with open(out / "tables" / "pretraining.csv") as fh:
+        rows = list(csv.reader(fh))[1:]
+    untrained = sorted((r[1], float(r[3])) for r in rows if r[0] == "random")
+    assert untrained == [("4", 5.0), ("5", 6.0), ("6", 7.0)]  # each seed's own network
+    assert sorted((r[1], float(r[3])) for r in rows if r[0] == "upreid") == [
+        ("4", 13.0),
+        ("5", 14.0),
+        ("6", 15.0),
+    ]
+    md = (out / "tables" / "pretraining.md").read_text()
+    assert "| upreid | 14.0 ± 1.0 (n=3) | 1 of 1 |" in md  # 14 >= mean untrained 6 + 5
+    # t(2) = 4.303: 3 +- 4.303 / sqrt(3) = [0.5, 5.5]
+    assert "+3.0, +2.0, +4.0; mean +3.0, 95 % interval [+0.5, +5.5] (n=3)" in md
+    assert "excludes 0: UP-ReID > MoCo" in md

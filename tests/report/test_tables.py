@@ -71,3 +71,29 @@ def test_ordering_says_when_the_gap_is_within_the_seed_spread() -> None:
     assert holds is False and "does NOT hold here" in text and "inconclusive" not in text
     text, holds = _ordering("x", Value((40.0,)), Value(()))
     assert holds is None and "not measured" in text
+
+
+def test_headline_spread_over_pretraining_seeds_and_paired_difference(
+    store: Path,
+) -> None:
+    """Pre-training seeds p1, p2 of each method (fine-tune seed 0) beside the fixture's p0:
+    the headline cell gives both spreads, Table 1 and Table 4 the paired and the seed lines."""
+    for p, (mo, up) in enumerate(((47.0, 41.0), (46.0, 43.0)), start=1):
+        _log(store, f"finetune/mgn/cuhk03/moco-p{p}/s0", [1.0, mo], 50.0)
+        _log(store, f"finetune/mgn/cuhk03/upreid-p{p}/s0", [1.0, up], 50.0)
+    params = load_params(ROOT / "params.yaml")
+    assert params.pipeline.pretrain_seeds == 3
+    runs = Runs(tracking.latest_runs("default", store))
+    tables = {t.name: t for t in build_tables(runs, params)}
+    # UP-ReID - MoCo per pre-training seed: 40-45, 41-47, 43-46 = -5, -6, -3: mean -4.67,
+    # sd 1.53, half-width 4.303 * 1.53 / sqrt(3) = 3.79 -> [-8.5, -0.9]
+    paired = next(n for n in tables["table1"].notes if "per pre-training seed" in n)
+    assert paired.startswith(
+        "MGN CUHK03 mAP, UP-ReID - Moco per pre-training seed: -5.0, -6.0, -3.0"
+    )
+    assert "mean -4.7, 95 % interval [-8.5, -0.9] (n=3)" in paired
+    assert "excludes 0: UP-ReID < Moco" in paired
+    market = next(n for n in tables["table1"].notes if "Market1501 mAP, UP-ReID - Moco" in n)
+    assert "not measured" in market
+    seeds = next(n for n in tables["table4"].notes if "Over pre-training seeds" in n)
+    assert "(a) Baseline 46.0±1.0 (n=3)" in seeds and "full UP-ReID 41.3±1.5 (n=3)" in seeds

@@ -17,9 +17,10 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from upreid import tracking
+from upreid.experiments import split_pretrain_name
 from upreid.io import atomic_write_bytes
 from upreid.report.figures import _finish, _save
-from upreid.report.text import fmt, markdown, to_csv
+from upreid.report.text import fmt, markdown, paired_text, to_csv
 
 COLUMNS = ["variant", "pretrain_seed", "dataset", "frozen_mAP", "frozen_rank1"]
 UNTRAINED = "random"
@@ -31,45 +32,62 @@ def _label(variant: str) -> str:
 
 
 def pretraining_rows(
-    records: dict[str, tracking.RunRecord], variants: Sequence[str], seed: int
+    records: dict[str, tracking.RunRecord], names: Sequence[str], seed: int
 ) -> list[list[str]]:
-    """Rows of ``COLUMNS``: the untrained network first (from the first variant's run that
-    measured it; every variant starts from the same seeded trunk), then each variant."""
-    runs = [(v, records[f"pretrain/{v}"]) for v in variants if f"pretrain/{v}" in records]
-    measured = [(v, r) for v, r in runs if any(k.startswith("init_frozen_") for k in r.metrics)]
+    """Rows of ``COLUMNS``: the untrained network of each pre-training seed first (from the
+    first run of that seed that measured it: every variant of a seed starts from the same seeded
+    trunk), then each pre-training run (``names``: variants and seeded runs such as
+    ``moco-p1``)."""
+    runs = []
+    for name in dict.fromkeys(names):
+        if f"pretrain/{name}" in records:
+            variant, offset = split_pretrain_name(name)
+            runs.append((variant, seed + offset, records[f"pretrain/{name}"]))
+    untrained: dict[int, tracking.RunRecord] = {}
+    for _, pseed, run in runs:
+        if any(k.startswith("init_frozen_") for k in run.metrics):
+            untrained.setdefault(pseed, run)
     rows: list[list[str]] = []
-    for prefix, name, chosen in (
-        ("init_", UNTRAINED, measured[:1]),
-        ("", None, runs),
-    ):
-        for variant, run in chosen:
-            sets = sorted(
-                k.removeprefix(f"{prefix}frozen_mAP_")
-                for k in run.metrics
-                if k.startswith(f"{prefix}frozen_mAP_")
+    chosen = [
+        *(("init_", UNTRAINED, pseed, run) for pseed, run in sorted(untrained.items())),
+        *(("", _label(variant), pseed, run) for variant, pseed, run in runs),
+    ]
+    for prefix, name, pseed, run in chosen:
+        sets = sorted(
+            k.removeprefix(f"{prefix}frozen_mAP_")
+            for k in run.metrics
+            if k.startswith(f"{prefix}frozen_mAP_")
+        )
+        for dataset in sets:
+            rows.append(
+                [
+                    name,
+                    str(pseed),
+                    dataset,
+                    f"{run.metrics[f'{prefix}frozen_mAP_{dataset}']:.2f}",
+                    f"{run.metrics.get(f'{prefix}frozen_rank1_{dataset}', float('nan')):.2f}",
+                ]
             )
-            for dataset in sets:
-                rows.append(
-                    [
-                        name or _label(variant),
-                        str(seed),
-                        dataset,
-                        f"{run.metrics[f'{prefix}frozen_mAP_{dataset}']:.2f}",
-                        f"{run.metrics.get(f'{prefix}frozen_rank1_{dataset}', float('nan')):.2f}",
-                    ]
-                )
     return rows
 
 
 def _summary(rows: list[list[str]]) -> tuple[list[str], list[list[str]], list[str]]:
-    """The Markdown view: one row per variant, one column per set (mean over pre-training
-    seeds), and how many sets each variant beats the untrained network on by ``MARGIN``."""
+    """The Markdown view: one row per variant, one column per set (mean ± std over
+    pre-training seeds), how many sets each variant beats the untrained network on by
+    ``MARGIN``; and the paired UP-ReID - MoCo difference per pre-training seed."""
     datasets = sorted({r[2] for r in rows})
     variants = list(dict.fromkeys(r[0] for r in rows))
-    cell: dict[tuple[str, str], list[float]] = {}
-    for variant, _, dataset, m_ap, _ in rows:
-        cell.setdefault((variant, dataset), []).append(float(m_ap))
-    mean = {k: statistics.fmean(v) for k, v in cell.items()}
+    cell: dict[tuple[str, str], dict[str, float]] = {}
+    for variant, pseed, dataset, m_ap, _ in rows:
+        cell.setdefault((variant, dataset), {})[pseed] = float(m_ap)
+    mean = {k: statistics.fmean(v.values()) for k, v in cell.items()}
+
+    def text(key: tuple[str, str]) -> str:
+        vals = list(cell.get(key, {}).values())
+        if len(vals) < 2:
+            return fmt(mean.get(key))
+        return f"{mean[key]:.1f} ± {statistics.stdev(vals):.1f} (n={len(vals)})"
+
     header = ["variant", *datasets, f"sets > {UNTRAINED} + {MARGIN:g}"]
     body, notes = [], []
     for variant in variants:
@@ -81,27 +99,33 @@ def _summary(rows: list[list[str]]) -> tuple[list[str], list[list[str]], list[st
             and mean[(variant, d)] >= mean[(UNTRAINED, d)] + MARGIN
         ]
         tally = "-" if variant == UNTRAINED else f"{len(above)} of {len(datasets)}"
-        body.append([variant, *(fmt(mean.get((variant, d))) for d in datasets), tally])
+        body.append([variant, *(text((variant, d)) for d in datasets), tally])
     for variant in ("moco", "upreid"):
         if any(r[0] == variant for r in body):
             row = next(r for r in body if r[0] == variant)
             notes.append(
                 f"{variant}: frozen features beat the untrained network by >= {MARGIN:g} mAP "
-                f"on {row[-1]} sets"
+                f"on {row[-1]} sets (means over pre-training seeds)"
             )
+    for dataset in datasets:
+        up, mo = cell.get(("upreid", dataset), {}), cell.get(("moco", dataset), {})
+        paired = [up[s] - mo[s] for s in sorted(up, key=int) if s in mo]
+        if paired:
+            notes.append(paired_text(f"frozen mAP on {dataset}", paired))
     return header, body, notes
 
 
 def write_pretraining(
     out: Path,
     records: dict[str, tracking.RunRecord],
-    variants: Sequence[str],
+    names: Sequence[str],
     seed: int,
     root: str | Path = ".",
 ) -> list[str]:
-    """``tables/pretraining.csv|md`` and ``figures/pretraining_frozen.png`` under ``out``;
-    returns the written paths relative to ``out`` (none without frozen-feature values)."""
-    rows = pretraining_rows(records, variants, seed)
+    """``tables/pretraining.csv|md`` and ``figures/pretraining_frozen.png`` under ``out`` from
+    the pre-training runs ``names``; returns the written paths relative to ``out`` (none
+    without frozen-feature values)."""
+    rows = pretraining_rows(records, names, seed)
     if not rows:
         return []
     atomic_write_bytes(out / "tables" / "pretraining.csv", to_csv(COLUMNS, rows))
@@ -116,36 +140,43 @@ def write_pretraining(
     md += "\n" + "".join(f"- {n}\n" for n in notes)
     atomic_write_bytes(out / "tables" / "pretraining.md", md.encode())
     written = ["tables/pretraining.md", "tables/pretraining.csv"]
-    fig = _curves(records, [v for v in ("moco", "upreid") if v in variants], root)
+    compared = [n for n in names if split_pretrain_name(n)[0] in ("moco", "upreid")]
+    fig = _curves(records, compared, root)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     _save(fig, out / "figures" / "pretraining_frozen.png")
     return [*written, "figures/pretraining_frozen.png"]
 
 
 def _curves(
-    records: dict[str, tracking.RunRecord], variants: Sequence[str], root: str | Path
+    records: dict[str, tracking.RunRecord], names: Sequence[str], root: str | Path
 ) -> Figure:
-    """Frozen mAP against the pre-training step, one panel per set, one line per variant; the
-    step-0 point is the untrained network."""
+    """Frozen mAP against the pre-training step, one panel per set, one colour per variant and
+    one line per pre-training seed; the step-0 point is that seed's untrained network."""
+    runs = [
+        (n, records[f"pretrain/{n}"]) for n in dict.fromkeys(names) if f"pretrain/{n}" in records
+    ]
     datasets = sorted(
         {
             k.removeprefix("frozen_mAP_")
-            for v in variants
-            if f"pretrain/{v}" in records
-            for k in records[f"pretrain/{v}"].metrics
+            for _, run in runs
+            for k in run.metrics
             if k.startswith("frozen_mAP_")
         }
     )
     fig = Figure(figsize=(3.6 * max(len(datasets), 1), 3.2))
     axes = fig.subplots(1, max(len(datasets), 1), squeeze=False)[0]
+    colours: dict[str, str] = {}
     for ax, dataset in zip(axes, datasets, strict=False):
-        for variant in variants:
-            run = records.get(f"pretrain/{variant}")
-            if run is None:
-                continue
+        labelled: set[str] = set()
+        for name, run in runs:
+            variant = split_pretrain_name(name)[0]
             points = tracking.metric_history(run.run_id, f"frozen_mAP_{dataset}", root)
-            if points:
-                ax.plot(*zip(*points, strict=False), marker="o", label=variant)
+            if not points:
+                continue
+            colour = colours.setdefault(variant, f"C{len(colours)}")
+            label = None if variant in labelled else variant
+            labelled.add(variant)
+            ax.plot(*zip(*points, strict=False), marker="o", color=colour, label=label, alpha=0.8)
         ax.set(title=dataset, xlabel="pre-training step", ylabel="frozen mAP (%)")
         _finish(ax)
     if not datasets:

@@ -14,13 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from upreid import tracking
-from upreid.experiments import ABLATION_STAGE, HEADLINE, PRETRAIN_VARIANTS
+from upreid.experiments import (
+    ABLATION_STAGE,
+    HEADLINE,
+    PRETRAIN_VARIANTS,
+    pretrain_name,
+    seeded_runs,
+)
 from upreid.io import atomic_write_bytes
 from upreid.params import Params
 from upreid.report import paper
 from upreid.report.figures import write_curves
 from upreid.report.pretraining import write_pretraining
-from upreid.report.text import fmt, markdown, to_csv
+from upreid.report.text import fmt, markdown, paired_text, to_csv
 
 INIT_NAMES = {"scratch": "Scratch", "insup": "INSUP", "moco": "Moco", "upreid": "UP-ReID"}
 DATASET_NAMES = {
@@ -71,6 +77,18 @@ class Runs:
 
     def finetune(self, method: str, dataset: str, init: str, metric: str) -> Value:
         return self.value(f"finetune/{method}/{dataset}/{init}", metric)
+
+    def over_pretrain_seeds(
+        self, method: str, dataset: str, init: str, metric: str, seeds: int, seed: int
+    ) -> dict[int, float]:
+        """``init``'s fine-tuned ``metric`` per pre-training seed offset (0..seeds-1), each with
+        the first fine-tune seed ``seed``: the runs ``<init>/s<seed>``, ``<init>-p1/s<seed>``..."""
+        found = {}
+        for p in range(seeds):
+            run = self.runs.get(f"finetune/{method}/{dataset}/{pretrain_name(init, p)}/s{seed}")
+            if run is not None and metric in run.metrics:
+                found[p] = run.metrics[metric]
+        return found
 
     def ids(self, prefix: str) -> list[str]:
         return [
@@ -287,9 +305,60 @@ def table7(runs: Runs) -> Table:
     return Table("table7", "Table 7: PCB (mAP/Rank-1)", header, rows, notes)
 
 
+def headline_cells(runs: Runs, params: Params) -> dict[str, str]:
+    """The headline cells (MGN on CUHK03 and Market-1501): each init's spread over fine-tune
+    seeds (first pre-training seed) and over pre-training seeds (first fine-tune seed), then
+    the paired UP-ReID - MoCo difference per pre-training seed with its 95 % interval."""
+    cells: dict[str, str] = {}
+    n = params.pipeline.pretrain_seeds
+    for m, d in HEADLINE:
+        for init in params.pipeline.inits:
+            text = f"{runs.finetune(m, d, init, 'mAP').text()} over fine-tune seeds"
+            if init in ("moco", "upreid") and n > 1:
+                per = runs.over_pretrain_seeds(m, d, init, "mAP", n, params.seed)
+                text += f"; {Value(tuple(per.values())).text()} over pre-training seeds"
+            cells[f"{m}/{d}/{init}"] = text
+        if n > 1 and {"moco", "upreid"} <= set(params.pipeline.inits):
+            up, mo = (
+                runs.over_pretrain_seeds(m, d, i, "mAP", n, params.seed) for i in ("upreid", "moco")
+            )
+            diffs = [up[p] - mo[p] for p in sorted(up) if p in mo]
+            label = f"{METHOD_NAMES[m]} {DATASET_NAMES[d]} mAP"
+            cells[f"{m}/{d}: UP-ReID - MoCo"] = paired_text(label, diffs, "UP-ReID - Moco")
+    return cells
+
+
+def _pretrain_seed_notes(runs: Runs, params: Params) -> dict[str, list[str]]:
+    """What the pre-training seeds say: the paired UP-ReID - MoCo lines of the headline cells,
+    and for the ablation tables the full model's and the baseline's spread over pre-training
+    seeds (the other variants are pre-trained once)."""
+    n = params.pipeline.pretrain_seeds
+    cells = headline_cells(runs, params)
+    out = {"headline": [v for k, v in cells.items() if k.endswith("UP-ReID - MoCo")]}
+    method, dataset = ABLATION_STAGE
+    spread = []
+    for init, label in (("moco", "(a) Baseline"), ("upreid", "full UP-ReID")):
+        per = runs.over_pretrain_seeds(method, dataset, init, "mAP", n, params.seed)
+        if len(per) > 1:
+            spread.append(f"{label} {Value(tuple(per.values())).text()}")
+    out["ablation"] = [
+        (
+            f"Over pre-training seeds (fine-tune seed {params.seed}), mAP: " + "; ".join(spread)
+            if spread
+            else "One pre-training seed per row"
+        )
+        + ". The other rows are pre-trained once: their gaps to the full model carry the "
+        "pre-training spread too."
+    ]
+    return out
+
+
 def build_tables(runs: Runs, params: Params) -> list[Table]:
-    return [
-        table1(runs, params.pipeline.inits),
+    seeded = _pretrain_seed_notes(runs, params)
+    t1 = table1(runs, params.pipeline.inits)
+    t1.notes += seeded["headline"]
+    tables = [
+        t1,
         table2(runs),
         _ablation(
             runs,
@@ -328,6 +397,10 @@ def build_tables(runs: Runs, params: Params) -> list[Table]:
         table7(runs),
         *tables_3_8(runs, params.profile),
     ]
+    for t in tables:
+        if t.name in ("table4", "table5", "table6"):
+            t.notes += seeded["ablation"]
+    return tables
 
 
 def write_reports(
@@ -345,13 +418,10 @@ def write_reports(
     for table in tables:
         table.write(out / "tables", caption)
     figures = write_curves(runs, out / "figures" / "curves", root)
-    learned = write_pretraining(out, records, list(PRETRAIN_VARIANTS), params.seed, root)
+    names = [*PRETRAIN_VARIANTS, *seeded_runs(params)]
+    learned = write_pretraining(out, records, names, params.seed, root)
     absent = sum(cell.startswith(ABSENT) for t in tables for r in t.rows for cell in r[1:])
-    headline = {
-        f"{m}/{d}/{i}": runs.finetune(m, d, i, "mAP").text()
-        for m, d in HEADLINE
-        for i in params.pipeline.inits
-    }
+    headline = headline_cells(runs, params)
     _write_index(out, params, tables, figures + learned[2:], headline, learned[:1])
     return {
         "runs": len(records),
@@ -393,7 +463,8 @@ def _write_index(
     lines += [
         "- [contact sheet of the generated data](figures/contact_sheet.png)",
         "",
-        "## Headline cells (MGN mAP, mean ± std over seeds)",
+        "## Headline cells (MGN mAP, mean ± std over seeds; UP-ReID - MoCo paired by "
+        "pre-training seed)",
         "",
     ]
     lines += [f"- {k}: {v}" for k, v in headline.items()]

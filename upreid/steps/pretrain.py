@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from upreid.experiments import PRETRAIN_VARIANTS, needed_variants, pretrain_variant
+from upreid.experiments import needed_variants, pretrain_variant, split_pretrain_name
 from upreid.params import Params, PretrainParams, to_dict
 from upreid.pipeline import (
     MetricsFn,
@@ -26,14 +26,12 @@ if TYPE_CHECKING:
 def run_pretrain_stage(
     params: Params, variants: list[str] | None = None, root: str | Path | None = None
 ) -> dict[str, dict[str, Any]]:
-    """The stage: every variant the tables need (or ``variants``), one after another. Each is
-    its own unit of work (skipped when done with the same inputs, resumed when killed)."""
+    """The stage: every pre-training run the tables need (or ``variants``: variants, or seeded
+    runs such as ``moco-p1``), one after another. Each is its own unit of work (skipped when
+    done with the same inputs, resumed when killed)."""
     chosen = variants or needed_variants(params)
     for variant in chosen:
-        if variant not in PRETRAIN_VARIANTS:
-            raise ValueError(
-                f"unknown pre-training variant {variant!r}; valid are {list(PRETRAIN_VARIANTS)}"
-            )
+        split_pretrain_name(variant)  # a one-line error for an unknown name, before any work
     results = {variant: run_pretrain(params, variant, root) for variant in chosen}
     if is_rank0() and variants is None:
         metrics = Paths(params, root).metrics / "pretrain.json"
@@ -44,16 +42,19 @@ def run_pretrain_stage(
 def run_pretrain(
     params: Params, variant: str, root: str | Path | None = None, max_steps: int | None = None
 ) -> dict[str, Any]:
-    """Pre-train one variant (``moco``, ``upreid``, an ablation) and export its backbone."""
+    """Pre-train one variant (``moco``, ``upreid``, an ablation; ``moco-p1``: pre-training seed
+    offset 1) and export its backbone."""
     from upreid.data.readers import read_pool
     from upreid.train.pretrain import pretrain
 
     paths = Paths(params, root)
     pp = pretrain_variant(params.pretrain, variant)
+    base, offset = split_pretrain_name(variant)
+    seed = params.seed + offset
     # what the probe's numbers depend on (not re-ranking, batch or chunk sizes)
     ev = params.eval
     probed = {"metric": ev.metric, "flip": ev.flip} if pp.frozen_eval else None
-    input_hash = digest(to_dict(pp), params.seed, manifest_digest(paths), max_steps, probed)
+    input_hash = digest(to_dict(pp), seed, manifest_digest(paths), max_steps, probed)
     out = paths.pretrain(variant)
 
     def work(folder: Path, on_metrics: MetricsFn) -> dict[str, Any]:
@@ -63,7 +64,7 @@ def run_pretrain(
             pp,
             records,
             folder,
-            params.seed,
+            seed,
             rt,
             on_metrics=on_metrics,
             max_steps=max_steps,
@@ -77,12 +78,12 @@ def run_pretrain(
         input_hash,
         {
             "pretrain": to_dict(pp),
-            "seed": params.seed,
-            "variant": variant,
+            "seed": seed,
+            "variant": base,
             "runtime": to_dict(params.runtime),
             **({"eval": probed} if probed else {}),
         },
-        tags={"variant": variant},
+        tags={"variant": base, "pretrain_seed": str(seed)},
         artifacts=("backbone.pt",),
         resume_state="checkpoint.pt",
         datasets=dataset_inputs(paths, train="luperson"),
