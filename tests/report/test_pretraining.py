@@ -12,8 +12,11 @@ from upreid import tracking
 from upreid.report.pretraining import COLUMNS, write_pretraining
 
 
-def _pretrain_run(root: Path, variant: str, curve: dict[str, list[float]]) -> None:
-    """A pre-training run whose frozen mAP per set went through ``curve`` (steps 0, 10, 20)."""
+def _pretrain_run(
+    root: Path, variant: str, curve: dict[str, list[float]], bnest: float | None = None
+) -> None:
+    """A pre-training run whose frozen mAP per set went through ``curve`` (steps 0, 10, 20);
+    ``bnest``: the untrained network with estimated BN statistics scores that much less."""
     with tracking.stage_run(
         f"pretrain/{variant}", profile="t", params={}, tags={}, commit="c", root=root
     ) as run:
@@ -23,6 +26,8 @@ def _pretrain_run(root: Path, variant: str, curve: dict[str, list[float]]) -> No
         final |= {f"frozen_rank1_{d}": v[-1] + 10 for d, v in curve.items()}
         final |= {f"init_frozen_mAP_{d}": v[0] for d, v in curve.items()}
         final |= {f"init_frozen_rank1_{d}": v[0] + 10 for d, v in curve.items()}
+        if bnest is not None:
+            final |= {f"init_frozen_bnest_mAP_{d}": v[0] - bnest for d, v in curve.items()}
         run.log_metrics(final, 20)
 
 
@@ -97,3 +102,21 @@ def test_pretraining_seeds_paired(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     # t(2) = 4.303: 3 +- 4.303 / sqrt(3) = [0.5, 5.5]
     assert "+3.0, +2.0, +4.0; mean +3.0, 95 % interval [+0.5, +5.5] (n=3)" in md
     assert "excludes 0: UP-ReID > MoCo" in md
+
+
+def test_both_untrained_baselines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The untrained network as initialised (``random``) and with estimated BN statistics
+    (``random-bn``): one tally per baseline."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # untrained 10 (as initialised) and 6 (BN estimated); trained 13 and 12
+    _pretrain_run(tmp_path, "moco", {"market1501": [10.0, 11, 13], "msmt17": [10.0, 11, 12]}, 4)
+    records = tracking.latest_runs("t", tmp_path)
+    out = tmp_path / "reports"
+    write_pretraining(out, records, ["moco"], seed=0, root=tmp_path)
+    with open(out / "tables" / "pretraining.csv") as fh:
+        rows = {(r[0], r[2]): float(r[3]) for r in list(csv.reader(fh))[1:]}
+    assert rows[("random", "market1501")] == 10.0 and rows[("random-bn", "market1501")] == 6.0
+    md = (out / "tables" / "pretraining.md").read_text()
+    assert "| variant | market1501 | msmt17 | sets > random + 5 | sets > random-bn + 5 |" in md
+    assert "| moco | 13.0 | 12.0 | 0 of 2 | 2 of 2 |" in md
+    assert "0 of 2 sets over `random` and 2 of 2 sets over `random-bn`" in md

@@ -206,9 +206,14 @@ def test_frozen_probe_measures_the_untrained_and_each_epoch(
         pp, tiny_pool, tmp_path / "a", 0, on_metrics=lambda m, s: rows.append((s, m)), probe=counted
     )
     probed = [(s, m) for s, m in rows if "frozen_mAP" in m]
-    assert [s for s, _ in probed] == [0, 3, 6] and len(calls) == 3  # 24 images / batch 8
+    # 24 images / batch 8; step 0 twice: as initialised and with estimated BN statistics
+    assert [s for s, _ in probed] == [0, 3, 6] and len(calls) == 4
     assert {"frozen_mAP_market1501", "frozen_rank1_cuhk03"} <= set(probed[0][1])
+    assert "frozen_bnest_mAP_cuhk03" in probed[0][1]
+    assert "frozen_bnest_mAP_cuhk03" not in probed[1][1]
     assert summary["init_frozen_mAP"] == probed[0][1]["frozen_mAP"]
+    assert summary["init_frozen_bnest_mAP"] == probed[0][1]["frozen_bnest_mAP"]
+
     assert summary["frozen_mAP_cuhk03"] == probed[-1][1]["frozen_mAP_cuhk03"]
     assert summary["frozen_mAP"] == pytest.approx(
         (summary["frozen_mAP_market1501"] + summary["frozen_mAP_cuhk03"]) / 2
@@ -222,7 +227,7 @@ def test_frozen_probe_measures_the_untrained_and_each_epoch(
 
     calls.clear()
     loop.pretrain(pp, tiny_pool, tmp_path / "b", 0, max_steps=4, probe=counted)
-    assert len(calls) == 2  # step 0 and the end of epoch 1; the budget ends mid-epoch 2
+    assert len(calls) == 3  # step 0 (twice) and the end of epoch 1; the budget ends mid-epoch 2
     resumed: list[tuple[int, dict[str, float]]] = []
     again = loop.pretrain(
         pp,
@@ -232,7 +237,7 @@ def test_frozen_probe_measures_the_untrained_and_each_epoch(
         on_metrics=lambda m, s: resumed.append((s, m)),
         probe=counted,
     )
-    assert len(calls) == 3  # resumed: no second step-0 evaluation ...
+    assert len(calls) == 4  # resumed: no second step-0 evaluation ...
     # ... but its record gets the curve measured before the kill (a new MLflow run's history)
     assert [s for s, m in resumed if "frozen_mAP" in m] == [0, 3, 6]
     assert again["init_frozen_mAP"] == summary["init_frozen_mAP"]
@@ -268,3 +273,31 @@ def test_bn_recalibration_on_whole_images(tiny_pool: list[Record], tmp_path: Pat
     assert torch.allclose(exported["bn1.running_mean"], stem.mean(dim=(0, 2, 3)), atol=1e-5)
     off = dataclasses.replace(pp, bn_recalibrate=0)
     assert loop.recalibrated(trunk, tiny_pool, off, CPU) is trunk
+
+
+def test_the_untrained_rows_probe_as_initialised_then_with_estimated_statistics(
+    tiny_pool: list[Record],
+) -> None:
+    """``untrained_rows``: the first probe sees BN statistics at the identity, the second
+    estimated ones (the mean of the pool images' first-layer responses, not 0), and the trunk
+    itself is left as it was."""
+    from upreid.runtime import CPU
+
+    pp = _pp(bn_recalibrate=2)
+    torch.manual_seed(0)
+    trunk = build_backbone(pp.arch).train()
+    seen: list[torch.Tensor] = []
+
+    def probe(net: torch.nn.Module) -> dict[str, float]:
+        seen.append(
+            next(
+                m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)
+            ).running_mean.clone()
+        )
+        return {"frozen_mAP": float(len(seen))}
+
+    row = loop.untrained_rows(probe, trunk, tiny_pool, pp, CPU)
+    assert row == {"frozen_mAP": 1.0, "frozen_bnest_mAP": 2.0}
+    assert torch.equal(seen[0], torch.zeros_like(seen[0])) and seen[1].abs().sum() > 0
+    first_bn = next(m for m in trunk.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert trunk.training and torch.equal(first_bn.running_mean, torch.zeros_like(seen[0]))

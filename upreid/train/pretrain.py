@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from copy import deepcopy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -211,7 +212,7 @@ def pretrain(
                 trunk.train(was)
 
         if trainer.state.step == 0:  # the untrained network: the curve's first point
-            row = trainer.evaluate(evaluate)
+            row = trainer.evaluate(lambda: untrained_rows(probe, trunk, records, pp, rt))
             trainer.state.history.append({"epoch": 0, **row})
             if on_metrics is not None:
                 on_metrics(row, 0)
@@ -242,6 +243,28 @@ def pretrain(
     }
     cleanup()
     return summary
+
+
+UNTRAINED_BN_BATCHES = 20  # batches of pool images for the untrained network's BN statistics
+
+
+def untrained_rows(
+    probe: Probe, trunk: nn.Module, records: Sequence[Record], pp: PretrainParams, rt: Runtime
+) -> dict[str, float]:
+    """The untrained network, twice: as initialised (``frozen_*``: BatchNorm's running
+    statistics are still the identity, 0 and 1), and with its BN statistics estimated on whole
+    pool images, weights unchanged (``frozen_bnest_*``), which is how every trained trunk is
+    evaluated. The two differ by several mAP on the generated sets
+    (``reports/studies/untrained_bn.py``), so the report shows both baselines."""
+    was = trunk.training
+    try:
+        row = probe(trunk.eval())
+        batches = pp.bn_recalibrate or UNTRAINED_BN_BATCHES
+        estimated = recalibrated(trunk, records, replace(pp, bn_recalibrate=batches), rt)
+        row |= {k.replace("frozen_", "frozen_bnest_", 1): v for k, v in probe(estimated).items()}
+        return row
+    finally:
+        trunk.train(was)
 
 
 def _probed(history: list[dict[str, float]]) -> dict[str, float]:
