@@ -85,6 +85,11 @@ def run_one(pp: PretrainParams, work: Path, seed: int, bot: bool = False) -> dic
     return {
         **tuned,
         "untrained": {n: rows[0][f"frozen_mAP_{n}"] for n in SETS},
+        **(
+            {"untrained_bnest": {n: rows[0][f"frozen_bnest_mAP_{n}"] for n in SETS}}
+            if f"frozen_bnest_mAP_{SETS[0]}" in rows[0]
+            else {}
+        ),
         "trained": {n: rows[-1][f"frozen_mAP_{n}"] for n in SETS},
         "trained_rank1": {n: rows[-1][f"frozen_rank1_{n}"] for n in SETS},
         "steps": summary["steps"],
@@ -139,10 +144,10 @@ def table(out: Path, study: str) -> str:
     lines = [
         "| variant | seeds | steps | "
         + " | ".join(SETS)
-        + " | sets >= +5 | BoT "
+        + " | sets >= +5 | over BN-est. | BoT "
         + " | BoT ".join(BOT_SETS)
         + " |",
-        "|---|---|---|" + "---|" * len(SETS) + "---|" + "---|" * len(BOT_SETS),
+        "|---|---|---|" + "---|" * len(SETS) + "---|---|" + "---|" * len(BOT_SETS),
     ]
     for name, rs in by.items():
         gains = {n: [r["trained"][n] - r["untrained"][n] for r in rs] for n in SETS}
@@ -153,6 +158,17 @@ def table(out: Path, study: str) -> str:
             mean = statistics.fmean(r["trained"][n] for r in rs)
             cells.append(f"{mean:.1f} ({statistics.fmean(g):+.1f}{sd})")
         wins = sum(statistics.fmean(gains[n]) >= 5 for n in SETS)
+        est = [r for r in rs if "untrained_bnest" in r]
+        wins_est = (
+            str(
+                sum(
+                    statistics.fmean(r["trained"][n] - r["untrained_bnest"][n] for r in est) >= 5
+                    for n in SETS
+                )
+            )
+            if est
+            else "-"
+        )
         bot = []
         for n in BOT_SETS:
             tuned = [r for r in rs if "bot_trained" in r]
@@ -166,7 +182,7 @@ def table(out: Path, study: str) -> str:
         lines.append(
             f"| {name} | {len(rs)} | {rs[0]['steps']} | "
             + " | ".join(cells)
-            + f" | {wins} | "
+            + f" | {wins} | {wins_est} | "
             + " | ".join(bot)
             + " |"
         )

@@ -4,7 +4,8 @@ import pytest
 
 from upreid import tracking
 from upreid.params import load_params
-from upreid.report.tables import Runs, Value, _ordering, build_tables, write_reports
+from upreid.report.runs import Runs, Value
+from upreid.report.tables import _ordering, build_tables, write_reports
 
 ROOT = Path(__file__).resolve().parents[2]
 

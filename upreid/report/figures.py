@@ -4,15 +4,12 @@ against pre-training step per positive scheme), from MLflow metric histories."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # no pyplot: no global figure state
 
 from upreid import tracking
-
-if TYPE_CHECKING:
-    from upreid.report.tables import Runs
+from upreid.report.runs import Runs
 
 LABELS = {
     "scratch": "Scratch",
