@@ -85,8 +85,16 @@ def figure(curves: dict[str, list[dict]], path: Path) -> None:
         for variant, rows in curves.items():
             steps = [r["step"] for r in rows]
             ax.plot(steps, [r[f"frozen_mAP_{dataset}"] for r in rows], marker="o", label=variant)
-        untrained = next(iter(curves.values()))[0][f"frozen_mAP_{dataset}"]
-        ax.axhline(untrained, color="grey", ls="--", lw=1, label="untrained")
+        first = next(iter(curves.values()))[0]
+        ax.axhline(first[f"frozen_mAP_{dataset}"], color="grey", ls="--", lw=1, label="untrained")
+        if f"frozen_bnest_mAP_{dataset}" in first:
+            ax.axhline(
+                first[f"frozen_bnest_mAP_{dataset}"],
+                color="grey",
+                ls=":",
+                lw=1,
+                label="untrained, BN estimated",
+            )
         ax.set(title=dataset, xlabel="pre-training step", ylabel="frozen mAP (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -101,7 +109,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, help="keep the data and runs here")
     ap.add_argument("--out", type=Path, default=HERE / "learning_curve")
+    ap.add_argument("--redraw", action="store_true", help="only redraw the figure from --out")
     args = ap.parse_args()
+    if args.redraw:
+        curves = json.loads(args.out.with_suffix(".json").read_text())["curves"]
+        figure(curves, args.out.with_suffix(".png"))
+        return
     setup_logging()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
