@@ -198,7 +198,12 @@ def test_pretrain_views_from_params() -> None:
 
     pp = load_params(Path(__file__).resolve().parents[2] / "params.yaml", "default").pretrain
     pp = dataclasses.replace(
-        pp, height=64, width=32, crop_ratio=(0.375, 0.667), crop_scale=(0.3, 1.0)
+        pp,
+        height=64,
+        width=32,
+        crop_ratio=(0.375, 0.667),
+        crop_scale=(0.3, 1.0),
+        color_jitter=(0.0, 0.0, 0.0, 0.0),
     )
     plain = T.PretrainViews.from_params(pp).augment.transforms
     crop = next(t for t in plain if isinstance(t, v2.RandomResizedCrop))

@@ -252,7 +252,8 @@ def headline_cells(runs: Runs, params: Params) -> dict[str, str]:
     n = params.pipeline.pretrain_seeds
     for m, d in HEADLINE:
         for init in params.pipeline.inits:
-            text = f"{runs.finetune(m, d, init, 'mAP').text()} over fine-tune seeds"
+            tuned = runs.finetune(m, d, init, "mAP")
+            text = tuned.text() + (" over fine-tune seeds" if len(tuned.values) > 1 else "")
             if init in ("moco", "upreid") and n > 1:
                 per = runs.over_pretrain_seeds(m, d, init, "mAP", n, params.seed)
                 text += f"; {Value(tuple(per.values())).text()} over pre-training seeds"
