@@ -38,6 +38,7 @@ from upreid.data.synth import synthesize
 from upreid.eval.frozen import frozen_probe
 from upreid.params import PretrainParams, load_params
 from upreid.progress import setup_logging
+from upreid.report.text import paired_interval
 from upreid.runtime import CPU
 from upreid.train.pretrain import pretrain
 
@@ -189,19 +190,55 @@ def table(out: Path, study: str) -> str:
     return "\n".join(lines)
 
 
+def paired(out: Path, study: str, pairs: list[str]) -> str:
+    """``"A - B"`` per pair: the differences A - B matched by seed (the same seed's data order
+    and initialisation), mean and 95 % t interval, frozen mAP on the three sets that are not at
+    chance and BoT mAP; bold where the interval excludes 0."""
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    by = {(r["variant"], r["seed"]): r for r in rows if r["study"] == study}
+    cols = [("trained", n) for n in SETS[1:]] + [("bot_trained", n) for n in BOT_SETS]
+    lines = [
+        "| difference | seeds | "
+        + " | ".join(("BoT " if k == "bot_trained" else "") + n for k, n in cols)
+        + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for pair in pairs:
+        a, _, b = (x.strip() for x in pair.partition(" - "))
+        seeds = sorted(s for (v, s) in by if v == a and (b, s) in by)
+        cells = []
+        for key, n in cols:
+            ci = paired_interval(
+                [by[(a, s)][key][n] - by[(b, s)][key][n] for s in seeds if key in by[(a, s)]]
+            )
+            if ci is None:
+                cells.append("-")
+                continue
+            mean, lo, hi = ci
+            text = f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+            cells.append(f"**{text}**" if lo > 0 or hi < 0 else text)
+        lines.append(f"| {a} - {b} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--name", required=True, help="the study's name (groups its rows)")
-    ap.add_argument("--variant", action="append", required=True, help='"name: key=value ..."')
+    ap.add_argument("--variant", action="append", default=[], help='"name: key=value ..."')
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--work", type=Path, help="keep the generated data here")
     ap.add_argument("--out", type=Path, default=HERE / "recipe.jsonl")
     ap.add_argument("--table", action="store_true", help="print the study's table and stop")
+    ap.add_argument(
+        "--paired", action="append", default=[], help='"A - B": print paired differences and stop'
+    )
     ap.add_argument("--data", default="", help='data overrides: "pool.identities=5000 ..."')
     ap.add_argument("--bot", action="store_true", help="also fine-tune BoT on CUHK03, Market")
     args = ap.parse_args()
-    if args.table:
-        print(table(args.out, args.name))
+    if args.table or args.paired:
+        print(
+            table(args.out, args.name) if args.table else paired(args.out, args.name, args.paired)
+        )
         return
     setup_logging()
     data_overrides = [f"data.{item}" for item in args.data.split()]
