@@ -90,11 +90,11 @@ def test_headline_spread_over_pretraining_seeds_and_paired_difference(
     # sd 1.53, half-width 4.303 * 1.53 / sqrt(3) = 3.79 -> [-8.5, -0.9]
     paired = next(n for n in tables["table1"].notes if "per pre-training seed" in n)
     assert paired.startswith(
-        "MGN CUHK03 mAP, UP-ReID - Moco per pre-training seed: -5.0, -6.0, -3.0"
+        "MGN CUHK03 mAP, UP-ReID - MoCo per pre-training seed: -5.0, -6.0, -3.0"
     )
     assert "mean -4.7, 95 % interval [-8.5, -0.9] (n=3)" in paired
-    assert "excludes 0: UP-ReID < Moco" in paired
-    market = next(n for n in tables["table1"].notes if "Market1501 mAP, UP-ReID - Moco" in n)
+    assert "excludes 0: UP-ReID < MoCo" in paired
+    market = next(n for n in tables["table1"].notes if "Market1501 mAP, UP-ReID - MoCo" in n)
     assert "not measured" in market
     seeds = next(n for n in tables["table4"].notes if "Over pre-training seeds" in n)
     assert "(a) Baseline 46.0±1.0 (n=3)" in seeds and "full UP-ReID 41.3±1.5 (n=3)" in seeds

@@ -29,3 +29,6 @@ def test_the_ordering_is_called_only_when_the_interval_excludes_zero() -> None:
     assert "includes 0: no ordering" in paired_text("x", [1.0, 2.0, 6.0])
     assert "excludes 0: UP-ReID < MoCo" in paired_text("x", [-3.0, -2.0, -4.0])
     assert "one pre-training seed: no interval" in paired_text("x", [1.5])
+    line = paired_text("x", [3.0, 2.0, 4.0], a="relative blur", b="absolute blur")
+    assert "relative blur - absolute blur per pre-training seed" in line
+    assert line.endswith("excludes 0: relative blur > absolute blur"), line

@@ -19,7 +19,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from upreid import tracking
-from upreid.experiments import split_pretrain_name
+from upreid.experiments import SEEDED_VARIANTS, split_pretrain_name
 from upreid.io import atomic_write_bytes
 from upreid.report.figures import _finish, _save
 from upreid.report.text import fmt, markdown, paired_text, to_csv
@@ -109,7 +109,7 @@ def _summary(rows: list[list[str]]) -> tuple[list[str], list[list[str]], list[st
             untrained = variant in (UNTRAINED, UNTRAINED_BN)
             tallies.append("-" if untrained else f"{len(above)} of {len(datasets)}")
         body.append([variant, *(text((variant, d)) for d in datasets), *tallies])
-    for variant in ("moco", "upreid"):
+    for variant in SEEDED_VARIANTS:
         row = next((r for r in body if r[0] == variant), None)
         if row is None:
             continue
@@ -121,7 +121,7 @@ def _summary(rows: list[list[str]]) -> tuple[list[str], list[list[str]], list[st
             f"{said} (means over pre-training seeds)"
         )
     for dataset in datasets:
-        up, mo = cell.get(("upreid", dataset), {}), cell.get(("moco", dataset), {})
+        mo, up = (cell.get((v, dataset), {}) for v in SEEDED_VARIANTS)
         paired = [up[s] - mo[s] for s in sorted(up, key=int) if s in mo]
         if paired:
             notes.append(paired_text(f"frozen mAP on {dataset}", paired))

@@ -17,6 +17,7 @@ from upreid.experiments import (
     ABLATION_STAGE,
     HEADLINE,
     PRETRAIN_VARIANTS,
+    SEEDED_VARIANTS,
     seeded_runs,
 )
 from upreid.io import atomic_write_bytes
@@ -254,26 +255,25 @@ def headline_cells(runs: Runs, params: Params) -> dict[str, str]:
         for init in params.pipeline.inits:
             tuned = runs.finetune(m, d, init, "mAP")
             text = tuned.text() + (" over fine-tune seeds" if len(tuned.values) > 1 else "")
-            if init in ("moco", "upreid") and n > 1:
+            if init in SEEDED_VARIANTS and n > 1:
                 per = runs.over_pretrain_seeds(m, d, init, "mAP", n, params.seed)
                 text += f"; {Value(tuple(per.values())).text()} over pre-training seeds"
             cells[f"{m}/{d}/{init}"] = text
-        if n > 1 and {"moco", "upreid"} <= set(params.pipeline.inits):
-            up, mo = (
-                runs.over_pretrain_seeds(m, d, i, "mAP", n, params.seed) for i in ("upreid", "moco")
+        if n > 1 and set(SEEDED_VARIANTS) <= set(params.pipeline.inits):
+            mo, up = (
+                runs.over_pretrain_seeds(m, d, i, "mAP", n, params.seed) for i in SEEDED_VARIANTS
             )
             diffs = [up[p] - mo[p] for p in sorted(up) if p in mo]
             label = f"{METHOD_NAMES[m]} {DATASET_NAMES[d]} mAP"
-            cells[f"{m}/{d}: UP-ReID - MoCo"] = paired_text(label, diffs, "UP-ReID - Moco")
+            cells[f"{m}/{d}: UP-ReID - MoCo"] = paired_text(label, diffs)
     return cells
 
 
-def _pretrain_seed_notes(runs: Runs, params: Params) -> dict[str, list[str]]:
+def _pretrain_seed_notes(runs: Runs, params: Params, cells: dict[str, str]) -> dict[str, list[str]]:
     """What the pre-training seeds say: the paired UP-ReID - MoCo lines of the headline cells,
     and for the ablation tables the full model's and the baseline's spread over pre-training
     seeds (the other variants are pre-trained once)."""
     n = params.pipeline.pretrain_seeds
-    cells = headline_cells(runs, params)
     out = {"headline": [v for k, v in cells.items() if k.endswith("UP-ReID - MoCo")]}
     method, dataset = ABLATION_STAGE
     spread = []
@@ -293,8 +293,11 @@ def _pretrain_seed_notes(runs: Runs, params: Params) -> dict[str, list[str]]:
     return out
 
 
-def build_tables(runs: Runs, params: Params) -> list[Table]:
-    seeded = _pretrain_seed_notes(runs, params)
+def build_tables(runs: Runs, params: Params, headline: dict[str, str] | None = None) -> list[Table]:
+    """Every table; ``headline`` is :func:`headline_cells` when the caller has it already."""
+    if headline is None:
+        headline = headline_cells(runs, params)
+    seeded = _pretrain_seed_notes(runs, params, headline)
     t1 = table1(runs, params.pipeline.inits)
     t1.notes += seeded["headline"]
     tables = [
@@ -349,7 +352,8 @@ def write_reports(
     """Every table and figure into ``out`` from ``records`` (the runs of the current inputs,
     by key); returns a summary (cells measured, absent)."""
     runs = Runs(records)
-    tables = build_tables(runs, params)
+    headline = headline_cells(runs, params)
+    tables = build_tables(runs, params, headline)
     caption = (
         f"Profile `{params.profile}`, seed {params.seed} (headline cells: fine-tuning "
         f"seeds {params.seed}..{params.seed + params.pipeline.headline_seeds - 1} of each "
@@ -361,7 +365,6 @@ def write_reports(
     names = [*PRETRAIN_VARIANTS, *seeded_runs(params)]
     learned = write_pretraining(out, records, names, params.seed, root)
     absent = sum(cell.startswith(ABSENT) for t in tables for r in t.rows for cell in r[1:])
-    headline = headline_cells(runs, params)
     _write_index(out, params, tables, figures + learned[2:], headline, learned[:1])
     return {
         "runs": len(records),

@@ -59,17 +59,17 @@ def paired_interval(diffs: Sequence[float]) -> tuple[float, float, float] | None
     return mean, mean - half, mean + half
 
 
-def paired_text(label: str, diffs: Sequence[float], what: str = "UP-ReID - MoCo") -> str:
-    """One plain line: the per-seed differences, their mean and 95 % interval, and the ordering
-    called only when the interval excludes 0."""
+def paired_text(label: str, diffs: Sequence[float], a: str = "UP-ReID", b: str = "MoCo") -> str:
+    """One plain line on the differences ``a - b``: per seed, their mean and 95 % interval, and
+    the ordering called only when the interval excludes 0."""
+    what = f"{a} - {b}"
     each = ", ".join(f"{d:+.1f}" for d in diffs)
     ci = paired_interval(diffs)
     if ci is None:
         return f"{label}, {what}: {each or 'not measured'} (one pre-training seed: no interval)"
     mean, lo, hi = ci
     if lo > 0 or hi < 0:
-        verdict = f"{what.split(' - ')[0]} {'>' if lo > 0 else '<'} {what.split(' - ')[1]}"
-        verdict = f"the interval excludes 0: {verdict}"
+        verdict = f"the interval excludes 0: {a} {'>' if lo > 0 else '<'} {b}"
     else:
         verdict = "the interval includes 0: no ordering"
     return (
