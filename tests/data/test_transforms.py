@@ -204,6 +204,7 @@ def test_pretrain_views_from_params() -> None:
         crop_ratio=(0.375, 0.667),
         crop_scale=(0.3, 1.0),
         color_jitter=(0.0, 0.0, 0.0, 0.0),
+        blur_relative=False,
     )
     plain = T.PretrainViews.from_params(pp).augment.transforms
     crop = next(t for t in plain if isinstance(t, v2.RandomResizedCrop))
