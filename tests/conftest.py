@@ -9,7 +9,14 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# pytest-xdist workers share the cores: each worker, and every process a test starts (stages,
+# torchrun, scripts), gets its share of threads. With more threads than cores, OpenMP threads
+# spin while they wait, and a 20-second script took 113 (measured with 2 workers of 2 threads).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, os.cpu_count() or 1) // WORKERS)
+torch.set_num_threads(THREADS)
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 
 @pytest.fixture
@@ -34,8 +41,11 @@ def bot_checkpoint(tmp_path: Path) -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``cuda``-marked tests need a GPU: without one they are reported as not run here
-    (``benchmarks/gpu_check.py`` runs them on a GPU machine)."""
+    """The end-to-end test first: it takes most of the suite's time, so with two workers it
+    starts at once on one while the other takes every other test. ``cuda``-marked tests need a
+    GPU: without one they are reported as not run here (``benchmarks/gpu_check.py`` runs them
+    on a GPU machine)."""
+    items.sort(key=lambda item: "test_pipeline_e2e" not in item.nodeid)  # stable: keeps order
     if torch.cuda.is_available():
         return
     no_gpu = pytest.mark.skip(reason="needs a CUDA device (run by benchmarks/gpu_check.py)")

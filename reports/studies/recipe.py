@@ -14,10 +14,11 @@ prints a table of ``frozen mAP - untrained mAP`` per set, mean over seeds. Value
 (``lr=0.03``, ``crop_ratio=[0.375,0.667]``, ``cc=false``). A (study, variant, seed) already in the
 file is not run again. The generated data go to ``--work`` (default: a temporary folder).
 
-``--data "pool.identities=5000 pool.cameras=48"`` changes the generated data (``data`` keys, all
-variants of the call; use its own ``--work``). ``--bot`` also fine-tunes BoT (the default
-profile's) on CUHK03 and Market-1501 from each pre-trained trunk and from the same seed's
-untrained one, and keeps both mAPs.
+``--paired "A - B"`` prints seed-paired differences; a name ``study/variant`` takes another
+study's row (same data, so a baseline need not run twice). ``--data "pool.identities=5000"``
+changes the generated data (``data`` keys, all variants of the call; use its own ``--work``).
+``--bot`` also fine-tunes BoT (the default profile's) on CUHK03 and Market-1501 from each
+pre-trained trunk and from the same seed's untrained one, and keeps both mAPs.
 """
 
 from __future__ import annotations
@@ -193,9 +194,11 @@ def table(out: Path, study: str) -> str:
 def paired(out: Path, study: str, pairs: list[str]) -> str:
     """``"A - B"`` per pair: the differences A - B matched by seed (the same seed's data order
     and initialisation), mean and 95 % t interval, frozen mAP on the three sets that are not at
-    chance and BoT mAP; bold where the interval excludes 0."""
+    chance and BoT mAP; bold where the interval excludes 0. A name is a variant of ``study``, or
+    ``other-study/variant`` for a row measured by another study on the same data."""
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     by = {(r["variant"], r["seed"]): r for r in rows if r["study"] == study}
+    by |= {(f"{r['study']}/{r['variant']}", r["seed"]): r for r in rows}
     cols = [("trained", n) for n in SETS[1:]] + [("bot_trained", n) for n in BOT_SETS]
     lines = [
         "| difference | seeds | "
