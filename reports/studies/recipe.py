@@ -209,10 +209,17 @@ def paired(out: Path, study: str, pairs: list[str]) -> str:
     for pair in pairs:
         a, _, b = (x.strip() for x in pair.partition(" - "))
         seeds = sorted(s for (v, s) in by if v == a and (b, s) in by)
+        for s in seeds:
+            if by[(a, s)].get("data") != by[(b, s)].get("data"):
+                raise SystemExit(f"error: {a} and {b} ran on different data (--data); no pairing")
         cells = []
         for key, n in cols:
             ci = paired_interval(
-                [by[(a, s)][key][n] - by[(b, s)][key][n] for s in seeds if key in by[(a, s)]]
+                [
+                    by[(a, s)][key][n] - by[(b, s)][key][n]
+                    for s in seeds
+                    if key in by[(a, s)] and key in by[(b, s)]
+                ]
             )
             if ci is None:
                 cells.append("-")
