@@ -17,6 +17,16 @@ from upreid.units import embedding_model
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _load(uri: str, tmp_path: Path) -> torch.nn.Module:
+    """``mlflow.pytorch.load_model`` downloading into the test's folder: without ``dst_path`` it
+    leaves each model's files (44 MB here) in a temporary folder of its own, never removed."""
+    import tempfile
+
+    import mlflow.pytorch
+
+    return mlflow.pytorch.load_model(uri, dst_path=tempfile.mkdtemp(dir=tmp_path))
+
+
 def test_logged_model_embeds_images_and_registers(
     bot_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -32,7 +42,7 @@ def test_logged_model_embeds_images_and_registers(
         uri = run.log_model(*embedding_model(path))
         run_id = run.run_id
     mlflow.set_tracking_uri(tracking.tracking_uri(tmp_path))
-    model = mlflow.pytorch.load_model(uri)
+    model = _load(uri, tmp_path)
     x = torch.randn(3, 3, 32, 16)
     with torch.no_grad():
         want = EmbeddingModel(load_model(path))(x)
@@ -40,7 +50,7 @@ def test_logged_model_embeds_images_and_registers(
     assert got.shape == want.shape == (3, want.shape[1]) and torch.allclose(got, want, atol=1e-5)
     info = mlflow.models.get_model_info(uri)
     assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 3, 32, 16)
-    by_run = mlflow.pytorch.load_model(f"runs:/{run_id}/model")  # the run's model, by run id
+    by_run = _load(f"runs:/{run_id}/model", tmp_path)  # the run's model, by run id
     with torch.no_grad():
         assert torch.allclose(by_run(x), want, atol=1e-5)
 
@@ -83,7 +93,7 @@ def test_a_unit_logs_its_model_only_when_it_names_one(
     runs = tracking.latest_runs("t", tmp_path)
     want = EmbeddingModel(load_model(tmp_path / "runs" / "finetune/bot/m/a/s0" / "best.pt"))
     with torch.no_grad():
-        got = mlflow.pytorch.load_model(f"runs:/{runs['finetune/bot/m/a/s0'].run_id}/model")(x)
+        got = _load(f"runs:/{runs['finetune/bot/m/a/s0'].run_id}/model", tmp_path)(x)
         assert torch.allclose(got, want(x), atol=1e-5)
     tags = {k: [t for t in runs[k].tags if t.endswith("model_uri")] for k in runs}
     assert tags == {"finetune/bot/m/a/s0": ["upreid.model_uri"], "finetune/bot/m/b/s0": []}
@@ -96,4 +106,4 @@ def test_a_unit_logs_its_model_only_when_it_names_one(
     assert relogged
     mlflow.set_tracking_uri(tracking.tracking_uri(fresh))
     with torch.no_grad():
-        assert torch.allclose(mlflow.pytorch.load_model(f"runs:/{run_id}/model")(x), want(x))
+        assert torch.allclose(_load(f"runs:/{run_id}/model", tmp_path)(x), want(x))
