@@ -10,8 +10,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 # pytest-xdist workers share the cores: each worker, and every process a test starts (stages,
-# torchrun, scripts), gets its share of threads. With more threads than cores, OpenMP threads
-# spin while they wait, and a 20-second script took 113 (measured with 2 workers of 2 threads).
+# torchrun, scripts), gets its share of threads: with 2 workers of 2 threads on 2 cores, a
+# script that takes 20 s alone took 113 s in the suite (13.5 s with 1 thread each).
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = max(1, min(2, os.cpu_count() or 1) // WORKERS)
 torch.set_num_threads(THREADS)
