@@ -72,9 +72,19 @@ def test_unreachable_server_is_a_clear_error(store: Path, monkeypatch: pytest.Mo
 
 
 @pytest.mark.slow
-def test_real_server_serves_the_runs_over_rest(store: Path) -> None:
+def test_real_server_serves_the_runs_over_rest(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _log_stage(store, "finetune/mgn/cuhk03/upreid/s0", [5.0, 7.5])
-    with tracking.serve(store / "mlflow.db", cwd=store) as base:
+    holder = socket.socket()  # another process's listener on the first port picked
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    held = holder.getsockname()[1]
+    picks = iter([held])
+    free = tracking._free_port
+    monkeypatch.setattr(tracking, "_free_port", lambda: next(picks, None) or free())
+    with holder, tracking.serve(store / "mlflow.db", cwd=store) as base:
+        assert not base.endswith(f":{held}")  # the taken port was given up for another
         req = urllib.request.Request(
             f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=upreid-t"
         )

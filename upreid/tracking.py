@@ -315,6 +315,15 @@ def stage_run(
         client.set_terminated(parent, "FINISHED")  # the pipeline run spans its stages' runs
 
 
+def _free_port() -> int:
+    """A loopback port free now (another process may bind it before the caller does)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextmanager
 def serve(
     store: str | Path,
@@ -327,38 +336,22 @@ def serve(
 ) -> Iterator[str]:
     """``mlflow server`` over the sqlite store ``store`` on a free loopback port, yielding its
     base URL once ``/health`` answers (7-20 s); the server and its workers are stopped at the
-    end. ``port`` 0 takes a free one; ``extra_args`` go to the server's command line (e.g.
-    ``--allowed-hosts``)."""
+    end. ``port`` 0 takes a free one (another, up to twice, when some other process took it
+    between the pick and the server's bind); ``extra_args`` go to the server's command line
+    (e.g. ``--allowed-hosts``)."""
     import signal
     import socket
     import subprocess
 
-    if not port:
+    def taken(p: int) -> bool:
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri"]
-    cmd += [f"sqlite:///{Path(store).resolve()}", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--workers", "1", *extra_args]
-    with open(log_file or os.devnull, "wb") as log:
-        server = subprocess.Popen(
-            cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
             try:
-                check_reachable(base, timeout=2)
-                break
-            except TrackingError:
-                if server.poll() is not None:
-                    raise TrackingError(f"mlflow server exited with {server.returncode}") from None
-                if time.monotonic() > deadline:
-                    raise TrackingError(f"mlflow server: no /health in {timeout:.0f} s") from None
-                time.sleep(0.5)
-        yield base
-    finally:
+                sock.bind(("127.0.0.1", p))
+            except OSError:
+                return True
+        return False
+
+    def stop(server: subprocess.Popen[bytes]) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):  # the group: uvicorn and job workers too
             try:
                 os.killpg(server.pid, sig)
@@ -369,6 +362,48 @@ def serve(
                 pass
             if sig == signal.SIGTERM:
                 time.sleep(0.5)  # the workers' own shutdown
+
+    def wait_health(server: subprocess.Popen[bytes], base: str) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                check_reachable(base, timeout=2)
+                return "up"
+            except TrackingError:
+                if server.poll() is not None:
+                    return "exited"
+                if time.monotonic() > deadline:
+                    return "silent"
+                time.sleep(0.5)
+
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri"]
+    cmd += [f"sqlite:///{Path(store).resolve()}", "--host", "127.0.0.1", "--workers", "1"]
+    cmd += [*extra_args, "--port"]
+    attempts = 1 if port else 3
+    with open(log_file or os.devnull, "wb") as log:
+        for attempt in range(1, attempts + 1):
+            bound = port or _free_port()
+            server = subprocess.Popen(
+                [*cmd, str(bound)],
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            base = f"http://127.0.0.1:{bound}"
+            state = wait_health(server, base)
+            if state == "exited" and attempt < attempts and taken(bound):
+                stop(server)  # another process bound the port after the pick: pick again
+                continue
+            break
+    try:
+        if state == "exited":
+            raise TrackingError(f"mlflow server exited with {server.returncode}")
+        if state == "silent":
+            raise TrackingError(f"mlflow server: no /health in {timeout:.0f} s")
+        yield base
+    finally:
+        stop(server)
 
 
 def standard_tags(commit: str) -> dict[str, str]:

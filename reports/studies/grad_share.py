@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader
 from upreid.data.dataset import ImageDataset, collate
 from upreid.data.readers import read_pool
 from upreid.data.transforms import PretrainViews
-from upreid.losses.contrastive import consistency_loss
 from upreid.models.upreid import UPReID
 from upreid.params import load_params
 from upreid.train.pretrain import build_model, lr_factor
@@ -37,17 +36,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def terms(model: UPReID, x_o: Tensor, x_q: Tensor, x_k: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-    """The weighted loss terms of :meth:`UPReID.forward` (same side effects: the patch queue
-    is pushed here, the global queue by the caller) and the global keys to enqueue."""
-    loss_g, q0, k0 = model.global_contrast(x_q, x_k)
-    out = {"global": model.lambda_global * loss_g if model.icc else loss_g}
-    if model.icc:
-        out["patch"] = model.lambda_patch * model.patch_contrast(x_q, x_k)
-    if model.cc:
-        with torch.no_grad():
-            o = model.keys(x_o) if model.cc_target == "ema" else model._embed_online(x_o)
-        out["cc"] = model.lambda_cc * consistency_loss(q0, k0, o, model.tau_cc)
-    return out, k0
+    """The weighted loss terms of :meth:`UPReID.terms` (the patch queue is pushed there, the
+    global queue by the caller) and the global keys to enqueue."""
+    parts, k0 = model.terms(x_o, x_q, x_k)
+    return {name: weight * loss for name, (weight, loss) in parts.items()}, k0
 
 
 def flat_grads(loss: Tensor, params: list[torch.nn.Parameter]) -> Tensor:

@@ -39,7 +39,7 @@ from upreid.data.synth import synthesize
 from upreid.eval.frozen import frozen_probe
 from upreid.params import PretrainParams, load_params
 from upreid.progress import setup_logging
-from upreid.report.text import paired_interval
+from upreid.report.text import excludes_zero, paired_interval
 from upreid.runtime import CPU
 from upreid.train.pretrain import pretrain
 
@@ -226,7 +226,7 @@ def paired(out: Path, study: str, pairs: list[str]) -> str:
                 continue
             mean, lo, hi = ci
             text = f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}]"
-            cells.append(f"**{text}**" if lo > 0 or hi < 0 else text)
+            cells.append(f"**{text}**" if excludes_zero(lo, hi) else text)
         lines.append(f"| {a} - {b} | {len(seeds)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

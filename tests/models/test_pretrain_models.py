@@ -14,6 +14,7 @@ H, W = 64, 32
 
 def _model(**switches: object) -> UPReID:
     kw = dict(cc=True, icc=True, hm=True, patches=4, positive="symmetric")
+    kw |= dict(lambda_global=1.0, lambda_patch=1.0, lambda_cc=1.0)
     kw.update(switches)
     torch.manual_seed(0)
     return UPReID(
@@ -25,9 +26,6 @@ def _model(**switches: object) -> UPReID:
         tau_global=0.1,
         tau_patch=0.1,
         tau_cc=0.1,
-        lambda_global=1.0,
-        lambda_patch=1.0,
-        lambda_cc=1.0,
         bn_splits=2,
         **kw,
     )  # type: ignore[arg-type]
@@ -63,6 +61,16 @@ def test_switches_choose_the_losses(switches: dict, expected: set[str]) -> None:
     parts = sum(out[k] for k in expected)
     if "loss_patch" in expected or "loss_cc" in expected:
         assert out["loss"].item() == pytest.approx(parts.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("icc", [True, False])
+def test_the_lambdas_weight_the_loss_as_eq_1_and_9(icc: bool) -> None:
+    # L = lambda_g L_g + lambda_p L_icc + lambda_cc L_cc; without ICC, L_g stands unweighted
+    out = _model(icc=icc, lambda_global=0.5, lambda_patch=2.0, lambda_cc=3.0)(*_views())
+    g, cc = out["loss_global"].item(), out["loss_cc"].item()
+    expected = 0.5 * g + 2.0 * out["loss_patch"].item() + 3.0 * cc if icc else g + 3.0 * cc
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert out["loss"].item() != pytest.approx(g + cc + float(out.get("loss_patch", 0.0)), rel=1e-3)
 
 
 def test_hard_mining_uses_one_queue_per_position() -> None:

@@ -96,22 +96,29 @@ class UPReID(MoCo):
         size = (self.min_patch_height, max(1, round(w * self.min_patch_height / h)))
         return F.interpolate(patches, size=size, mode="bilinear", align_corners=False)
 
-    def forward(self, x_o: Tensor, x_q: Tensor, x_k: Tensor) -> dict[str, Tensor]:
+    def terms(
+        self, x_o: Tensor, x_q: Tensor, x_k: Tensor
+    ) -> tuple[dict[str, tuple[float, Tensor]], Tensor]:
+        """Each loss term, unweighted, with its weight in the loss: ``global`` (weight
+        ``lambda_global`` with ICC, 1 without), ``patch`` with ICC, ``cc`` with CC; and the
+        global keys, which the caller enqueues after its backward graph is built. The patch
+        queue is pushed here."""
         loss_g, q0, k0 = self.global_contrast(x_q, x_k)
-        out: dict[str, Tensor] = {"loss_global": loss_g.detach()}
-        total = loss_g
+        out = {"global": (self.lambda_global if self.icc else 1.0, loss_g)}
         if self.icc:
-            loss_p = self.patch_contrast(x_q, x_k)
-            total = self.lambda_global * loss_g + self.lambda_patch * loss_p
-            out["loss_patch"] = loss_p.detach()
+            out["patch"] = (self.lambda_patch, self.patch_contrast(x_q, x_k))
         if self.cc:
             with torch.no_grad():  # the original image, no gradient
                 o = self.keys(x_o) if self.cc_target == "ema" else self._embed_online(x_o)
-            loss_cc = consistency_loss(q0, k0, o, self.tau_cc)
-            total = total + self.lambda_cc * loss_cc
-            out["loss_cc"] = loss_cc.detach()
+            out["cc"] = (self.lambda_cc, consistency_loss(q0, k0, o, self.tau_cc))
+        return out, k0
+
+    def forward(self, x_o: Tensor, x_q: Tensor, x_k: Tensor) -> dict[str, Tensor]:
+        terms, k0 = self.terms(x_o, x_q, x_k)
+        out = {f"loss_{name}": loss.detach() for name, (_, loss) in terms.items()}
+        weighted = [weight * loss for weight, loss in terms.values()]
+        out["loss"] = sum(weighted[1:], weighted[0])
         self.queue.push(gather(k0)[None])
-        out["loss"] = total
         return out
 
     @torch.no_grad()

@@ -59,6 +59,11 @@ def paired_interval(diffs: Sequence[float]) -> tuple[float, float, float] | None
     return mean, mean - half, mean + half
 
 
+def excludes_zero(lo: float, hi: float) -> bool:
+    """Whether the interval ``[lo, hi]`` resolves an ordering: it lies on one side of 0."""
+    return lo > 0 or hi < 0
+
+
 def paired_text(label: str, diffs: Sequence[float], a: str = "UP-ReID", b: str = "MoCo") -> str:
     """One plain line on the differences ``a - b``: per seed, their mean and 95 % interval, and
     the ordering called only when the interval excludes 0."""
@@ -68,7 +73,7 @@ def paired_text(label: str, diffs: Sequence[float], a: str = "UP-ReID", b: str =
     if ci is None:
         return f"{label}, {what}: {each or 'not measured'} (one pre-training seed: no interval)"
     mean, lo, hi = ci
-    if lo > 0 or hi < 0:
+    if excludes_zero(lo, hi):
         verdict = f"the interval excludes 0: {a} {'>' if lo > 0 else '<'} {b}"
     else:
         verdict = "the interval includes 0: no ordering"
