@@ -231,6 +231,10 @@ class PretrainParams:
     cc_target: Literal["ema", "online"]  # the encoder that embeds x_o for P^o (no gradient)
     min_patch_height: int  # ICC patches shorter than this are resized up to it (0: never)
     bn_recalibrate: int  # batches of whole images that re-estimate BN statistics at the end
+    # the source of x_k: ``image``, a second view of x_q's image (MoCo's and the paper's);
+    # ``person``, a view of another pool image of the same person, named ``<person>_...`` (a
+    # tracklet or a noisy label, as in LUPerson-NL: not the paper's unsupervised setting)
+    positives: Literal["image", "person"]
 
     def __post_init__(self) -> None:
         where = "pretrain"

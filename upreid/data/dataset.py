@@ -55,6 +55,51 @@ class ImageDataset(Dataset):
         raise RuntimeError("ImageDataset: every image is unreadable")
 
 
+def person_of(rec: Record) -> str:
+    """The person a pool image's name gives: its part before the first ``_`` (``000123`` for
+    ``000123_04_01.jpg``; the whole name when it has no ``_``)."""
+    name = rec.path.rpartition("::")[2] if "::" in rec.path else rec.path
+    return name.replace("\\", "/").rpartition("/")[2].partition("_")[0]
+
+
+def person_groups(records: Sequence[Record]) -> list[list[int]]:
+    """For each record, the indices of the other records of its person (empty when alone)."""
+    members: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+        members.setdefault(person_of(rec), []).append(i)
+    return [[j for j in members[person_of(rec)] if j != i] for i, rec in enumerate(records)]
+
+
+class PersonPairs(ImageDataset):
+    """``((x_o, x_q, x_k), pid, camid, index)`` where ``x_o`` and ``x_q`` come from a record's
+    image and ``x_k`` from another image of the same person (:func:`person_of`), drawn with
+    torch's generator (its own image when the person has no other). ``views`` is a
+    :class:`~upreid.data.transforms.PretrainViews`."""
+
+    def __init__(self, records: Sequence[Record], views: Any) -> None:
+        super().__init__(records, views)
+        self.views = views
+        self.others = person_groups(self.records)
+        if not any(self.others):
+            raise ValueError(
+                "pretrain.positives: person needs pool images named <person>_... with two or "
+                "more per person; every name here is its own person (use positives: image)"
+            )
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int, int]:
+        (x_o, x_q, x_k), pid, camid, i = super().__getitem__(index)
+        others = self.others[i]
+        if others:
+            j = others[int(torch.randint(len(others), ()))]
+            try:
+                x_k = self.views.augment(self.read(self.records[j].path))
+            except BadImage as err:
+                if j not in self.bad:
+                    self.bad.add(j)
+                    log.warning("skipping unreadable image (%d so far): %s", len(self.bad), err)
+        return (x_o, x_q, x_k), pid, camid, i
+
+
 def drop_bad_records(
     records: Sequence[Record], cache: ImageCache | None = None
 ) -> tuple[list[Record], list[str]]:

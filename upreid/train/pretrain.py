@@ -24,7 +24,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, DistributedSampler
 
-from upreid.data.dataset import ImageDataset, collate
+from upreid.data.dataset import ImageDataset, PersonPairs, collate
 from upreid.data.records import Record
 from upreid.data.transforms import PretrainViews, test_transform
 from upreid.eval.frozen import Probe
@@ -83,7 +83,10 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 def _loader(
     pp: PretrainParams, records: Sequence[Record], rt: Runtime, seed: int
 ) -> tuple[DataLoader, DistributedSampler]:
-    dataset = ImageDataset(records, PretrainViews.from_params(pp))
+    views = PretrainViews.from_params(pp)
+    dataset = (
+        PersonPairs(records, views) if pp.positives == "person" else ImageDataset(records, views)
+    )
     per_rank = pp.batch_size // rt.world
     if per_rank < 2:
         raise ValueError(
