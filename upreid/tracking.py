@@ -324,6 +324,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _port_taken(port: int) -> bool:
+    """Whether some process holds the loopback ``port``."""
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 @contextmanager
 def serve(
     store: str | Path,
@@ -336,20 +348,12 @@ def serve(
 ) -> Iterator[str]:
     """``mlflow server`` over the sqlite store ``store`` on a free loopback port, yielding its
     base URL once ``/health`` answers (7-20 s); the server and its workers are stopped at the
-    end. ``port`` 0 takes a free one (another, up to twice, when some other process took it
-    between the pick and the server's bind); ``extra_args`` go to the server's command line
-    (e.g. ``--allowed-hosts``)."""
+    end, however the body ends. ``port`` 0 takes a free one, and another (up to three tries,
+    ``timeout`` seconds each) when the server exits because some process bound the port between
+    the pick and the server's bind; a process that answers ``/health`` on it first is taken for
+    the server. ``extra_args`` go to the server's command line (e.g. ``--allowed-hosts``)."""
     import signal
-    import socket
     import subprocess
-
-    def taken(p: int) -> bool:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", p))
-            except OSError:
-                return True
-        return False
 
     def stop(server: subprocess.Popen[bytes]) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):  # the group: uvicorn and job workers too
@@ -379,31 +383,34 @@ def serve(
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri"]
     cmd += [f"sqlite:///{Path(store).resolve()}", "--host", "127.0.0.1", "--workers", "1"]
     cmd += [*extra_args, "--port"]
-    attempts = 1 if port else 3
-    with open(log_file or os.devnull, "wb") as log:
-        for attempt in range(1, attempts + 1):
-            bound = port or _free_port()
-            server = subprocess.Popen(
-                [*cmd, str(bound)],
-                cwd=cwd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            base = f"http://127.0.0.1:{bound}"
-            state = wait_health(server, base)
-            if state == "exited" and attempt < attempts and taken(bound):
-                stop(server)  # another process bound the port after the pick: pick again
-                continue
-            break
+    tries = 1 if port else 3
+    server: subprocess.Popen[bytes] | None = None
     try:
+        with open(log_file or os.devnull, "wb") as log:
+            for attempt in range(1, tries + 1):
+                bound = port or _free_port()
+                server = subprocess.Popen(
+                    [*cmd, str(bound)],
+                    cwd=cwd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                base = f"http://127.0.0.1:{bound}"
+                state = wait_health(server, base)
+                if state != "exited" or attempt == tries or not _port_taken(bound):
+                    break
+                stop(server)  # another process bound the port after the pick: pick again
+        where = f"port {bound}, try {attempt} of {tries}; its output: {log_file or 'pass log_file'}"
         if state == "exited":
-            raise TrackingError(f"mlflow server exited with {server.returncode}")
+            code = server.returncode if server else None
+            raise TrackingError(f"mlflow server exited with {code} ({where})")
         if state == "silent":
-            raise TrackingError(f"mlflow server: no /health in {timeout:.0f} s")
+            raise TrackingError(f"mlflow server: no /health in {timeout:.0f} s ({where})")
         yield base
     finally:
-        stop(server)
+        if server is not None:
+            stop(server)
 
 
 def standard_tags(commit: str) -> dict[str, str]:

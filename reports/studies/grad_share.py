@@ -25,12 +25,11 @@ from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
-from upreid.data.dataset import ImageDataset, collate
+from upreid.data.dataset import collate
 from upreid.data.readers import read_pool
-from upreid.data.transforms import PretrainViews
 from upreid.models.upreid import UPReID
 from upreid.params import load_params
-from upreid.train.pretrain import build_model, lr_factor
+from upreid.train.pretrain import build_model, lr_factor, pretrain_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,7 +76,7 @@ def run(overrides: list[str], data: Path, epochs: int, seed: int) -> list[dict[s
     opt = torch.optim.SGD(
         model.online.parameters(), lr=pp.lr, momentum=pp.momentum, weight_decay=pp.weight_decay
     )
-    views = ImageDataset(read_pool(data / "luperson"), PretrainViews.from_params(pp))
+    views = pretrain_dataset(pp, read_pool(data / "luperson"))
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         views,

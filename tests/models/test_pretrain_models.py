@@ -13,8 +13,8 @@ H, W = 64, 32
 
 
 def _model(**switches: object) -> UPReID:
-    kw = dict(cc=True, icc=True, hm=True, patches=4, positive="symmetric")
-    kw |= dict(lambda_global=1.0, lambda_patch=1.0, lambda_cc=1.0)
+    kw = dict(cc=True, icc=True, hm=True, patches=4, positive="symmetric", lambda_global=1.0)
+    kw |= dict(lambda_patch=1.0, lambda_cc=1.0)
     kw.update(switches)
     torch.manual_seed(0)
     return UPReID(
@@ -71,6 +71,22 @@ def test_the_lambdas_weight_the_loss_as_eq_1_and_9(icc: bool) -> None:
     expected = 0.5 * g + 2.0 * out["loss_patch"].item() + 3.0 * cc if icc else g + 3.0 * cc
     assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
     assert out["loss"].item() != pytest.approx(g + cc + float(out.get("loss_patch", 0.0)), rel=1e-3)
+
+
+def test_the_loss_is_the_weighted_sum_of_the_terms_to_the_last_bit() -> None:
+    # what grad_share.py measures (the terms) is exactly what training descends (the loss)
+    kw = dict(lambda_global=0.7, lambda_patch=0.3, lambda_cc=2.0)
+    a, b = _model(**kw), _model(**kw)
+    loss = a(*_views())["loss"]
+    terms, _ = b.terms(*_views())
+    weighted = [w * t for w, t in terms.values()]
+    assert set(terms) == {"global", "patch", "cc"}
+    assert torch.equal(loss, sum(weighted[1:], weighted[0]))
+    loss.backward()
+    sum(weighted[1:], weighted[0]).backward()
+    for pa, pb in zip(a.online.parameters(), b.online.parameters(), strict=True):
+        assert (pa.grad is None) == (pb.grad is None)
+        assert pa.grad is None or torch.equal(pa.grad, pb.grad)
 
 
 def test_hard_mining_uses_one_queue_per_position() -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
 
-from upreid.data.images import BadImage, ImageCache, reader
+from upreid.data.images import BadImage, ImageCache, reader, split_lmdb
 from upreid.data.records import Record
+
+if TYPE_CHECKING:
+    from upreid.data.transforms import PretrainViews
 
 log = logging.getLogger(__name__)
 
@@ -41,63 +44,78 @@ class ImageDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[Any, int, int, int]:
+        img, i = self._good(index)
+        rec = self.records[i]
+        return self.transform(img), rec.pid, rec.camid, i
+
+    def _good(self, index: int) -> tuple[Any, int]:
+        """The image of record ``index``, or of the next readable one, and its index."""
         for offset in range(len(self.records)):
             i = (index + offset) % len(self.records)
-            rec = self.records[i]
             try:
-                img = self.read(rec.path)
+                return self.read(self.records[i].path), i
             except BadImage as err:
-                if i not in self.bad:
-                    self.bad.add(i)
-                    log.warning("skipping unreadable image (%d so far): %s", len(self.bad), err)
-                continue
-            return self.transform(img), rec.pid, rec.camid, i
+                self._skip(i, err)
         raise RuntimeError("ImageDataset: every image is unreadable")
+
+    def _skip(self, i: int, err: BadImage) -> None:
+        if i not in self.bad:
+            self.bad.add(i)
+            log.warning("skipping unreadable image (%d so far): %s", len(self.bad), err)
 
 
 def person_of(rec: Record) -> str:
-    """The person a pool image's name gives: its part before the first ``_`` (``000123`` for
-    ``000123_04_01.jpg``; the whole name when it has no ``_``)."""
-    name = rec.path.rpartition("::")[2] if "::" in rec.path else rec.path
-    return name.replace("\\", "/").rpartition("/")[2].partition("_")[0]
-
-
-def person_groups(records: Sequence[Record]) -> list[list[int]]:
-    """For each record, the indices of the other records of its person (empty when alone)."""
-    members: dict[str, list[int]] = {}
-    for i, rec in enumerate(records):
-        members.setdefault(person_of(rec), []).append(i)
-    return [[j for j in members[person_of(rec)] if j != i] for i, rec in enumerate(records)]
+    """The person a pool image's name gives: its folder (the LMDB's, or the file's) and the
+    part of its name before the first ``_`` (``/pool/000123`` for ``/pool/000123_04_01.jpg``;
+    the whole name when it has no ``_``). The folder keeps tracklet ids that are unique only
+    within one video folder apart."""
+    where = split_lmdb(rec.path)
+    name = f"{where[0]}/{where[1]}" if where else rec.path
+    folder, _, base = name.replace("\\", "/").rpartition("/")
+    return f"{folder}/{base.partition('_')[0]}"
 
 
 class PersonPairs(ImageDataset):
-    """``((x_o, x_q, x_k), pid, camid, index)`` where ``x_o`` and ``x_q`` come from a record's
-    image and ``x_k`` from another image of the same person (:func:`person_of`), drawn with
-    torch's generator (its own image when the person has no other). ``views`` is a
-    :class:`~upreid.data.transforms.PretrainViews`."""
+    """``((x_o, x_q, x_k), pid, camid, index)``: ``x_o`` and ``x_q`` from a record's image,
+    ``x_k`` from another image of its person (:func:`person_of`) drawn uniformly with torch's
+    generator. When the person has no other readable image, ``x_k`` is a second view of the
+    record's own image (a drawn partner that cannot be decoded is skipped and counted)."""
 
-    def __init__(self, records: Sequence[Record], views: Any) -> None:
-        super().__init__(records, views)
+    def __init__(
+        self, records: Sequence[Record], views: PretrainViews, cache: ImageCache | None = None
+    ) -> None:
+        super().__init__(records, views, cache)
         self.views = views
-        self.others = person_groups(self.records)
-        if not any(self.others):
+        ids: dict[str, int] = {}
+        self.person = [ids.setdefault(person_of(rec), len(ids)) for rec in self.records]
+        self.members: list[list[int]] = [[] for _ in ids]
+        for i, k in enumerate(self.person):
+            self.members[k].append(i)
+        paired = sum(len(m) for m in self.members if len(m) > 1)
+        if not paired:
             raise ValueError(
                 "pretrain.positives: person needs pool images named <person>_... with two or "
                 "more per person; every name here is its own person (use positives: image)"
             )
+        log.info("%d of %d pool images show a person with another image", paired, len(records))
 
     def __getitem__(self, index: int) -> tuple[Any, int, int, int]:
-        (x_o, x_q, x_k), pid, camid, i = super().__getitem__(index)
-        others = self.others[i]
-        if others:
-            j = others[int(torch.randint(len(others), ()))]
+        img, i = self._good(index)
+        rec = self.records[i]
+        partner = self._partner(i)
+        x_k = self.views.augment(img if partner is None else partner)
+        return (self.views.original(img), self.views.augment(img), x_k), rec.pid, rec.camid, i
+
+    def _partner(self, i: int) -> Any:
+        """A readable image of another record of ``i``'s person, or None."""
+        others = [j for j in self.members[self.person[i]] if j != i and j not in self.bad]
+        while others:
+            j = others.pop(int(torch.randint(len(others), ())))
             try:
-                x_k = self.views.augment(self.read(self.records[j].path))
+                return self.read(self.records[j].path)
             except BadImage as err:
-                if j not in self.bad:
-                    self.bad.add(j)
-                    log.warning("skipping unreadable image (%d so far): %s", len(self.bad), err)
-        return (x_o, x_q, x_k), pid, camid, i
+                self._skip(j, err)
+        return None
 
 
 def drop_bad_records(

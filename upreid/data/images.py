@@ -24,10 +24,18 @@ class BadImage(Exception):
     """An image that cannot be decoded (truncated, empty, not an image)."""
 
 
+def split_lmdb(path: str) -> tuple[str, str] | None:
+    """``(db folder, key)`` of an ``lmdb:<db folder>::<key>`` path; None for a file path."""
+    if not path.startswith(LMDB_PREFIX):
+        return None
+    db, _, key = path[len(LMDB_PREFIX) :].partition("::")
+    return db, key
+
+
 def _lmdb_bytes(path: str) -> bytes:
     import lmdb  # imported lazily: only LMDB pools need it
 
-    db, _, key = path[len(LMDB_PREFIX) :].partition("::")
+    db, key = split_lmdb(path) or ("", "")
     with _lock:
         env = _envs.get(db)
         if env is None:

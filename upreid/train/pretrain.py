@@ -80,13 +80,19 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def pretrain_dataset(pp: PretrainParams, records: Sequence[Record]) -> ImageDataset:
+    """The pool as ``((x_o, x_q, x_k), pid, camid, index)`` items: the section's views, with
+    ``x_k`` from the same image or, with ``positives: person``, from another of the person."""
+    views = PretrainViews.from_params(pp)
+    if pp.positives == "person":
+        return PersonPairs(records, views)
+    return ImageDataset(records, views)
+
+
 def _loader(
     pp: PretrainParams, records: Sequence[Record], rt: Runtime, seed: int
 ) -> tuple[DataLoader, DistributedSampler]:
-    views = PretrainViews.from_params(pp)
-    dataset = (
-        PersonPairs(records, views) if pp.positives == "person" else ImageDataset(records, views)
-    )
+    dataset = pretrain_dataset(pp, records)
     per_rank = pp.batch_size // rt.world
     if per_rank < 2:
         raise ValueError(
