@@ -22,10 +22,11 @@ def runs(folder: Path) -> dict[str, float]:
     """``{"finetune/mgn-cuhk03/moco-s0": mAP, "spcl/M/moco": mAP, ...}``."""
     out: dict[str, float] = {}
     for kind in ("finetune", "spcl"):
-        for path in sorted((folder / kind).glob("*.json")):
+        for path in sorted((folder / kind).rglob("*.json")):  # finetune/<method>/<dataset>.json
+            cell = "-".join(path.relative_to(folder / kind).with_suffix("").parts)
             for run, metrics in json.loads(path.read_text()).items():
                 if "mAP" in metrics:
-                    out[f"{kind}/{path.stem}/{run}"] = float(metrics["mAP"])
+                    out[f"{kind}/{cell}/{run}"] = float(metrics["mAP"])
     return out
 
 

@@ -1,4 +1,4 @@
-"""Stage `finetune@METHOD-DATASET`: every init and seed of one supervised method on one dataset."""
+"""Stage `finetune@METHOD`: every dataset, init and seed of one supervised method."""
 
 import sys
 
@@ -8,7 +8,7 @@ from upreid.steps.finetune import run_finetune
 
 
 def main() -> None:
-    run_finetune(start(distributed=True), sys.argv[1], sys.argv[2])
+    run_finetune(start(distributed=True), sys.argv[1])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,4 @@
-"""Stage `spcl@SETTING`: SpCL, target only (M) or PersonX -> Market-1501 (P2M), every init."""
-
-import sys
+"""Stage `spcl`: SpCL target only (M) and PersonX -> Market-1501 (P2M), from every init."""
 
 from _common import run, start
 
@@ -8,7 +6,7 @@ from upreid.steps.spcl import run_spcl
 
 
 def main() -> None:
-    run_spcl(start(distributed=True), sys.argv[1])
+    run_spcl(start(distributed=True))
 
 
 if __name__ == "__main__":

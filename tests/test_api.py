@@ -36,7 +36,7 @@ def test_the_readme_library_example_runs(tmp_path: Path) -> None:
     )
     synthesize(data, tmp_path / "data" / "synth")
     model = build_reid_model("bot", "resnet18", 4)
-    ckpt = tmp_path / "runs" / "finetune" / "bot-market1501" / "upreid-s0" / "best.pt"
+    ckpt = tmp_path / "runs" / "finetune" / "bot" / "market1501" / "upreid-s0" / "best.pt"
     ckpt.parent.mkdir(parents=True)
     torch.save(
         {

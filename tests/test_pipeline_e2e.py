@@ -75,11 +75,11 @@ def test_quick_profile_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     # SIGKILL mid pre-training, then mid fine-tuning: each later `dvc repro` resumes.
     pre = tmp_path / "runs" / "pretrain" / "upreid"
     _kill_repro_when(tmp_path, "pretrain", pre / "checkpoint.pt", pre / "result.json")
-    fine = tmp_path / "runs" / "finetune" / "bot-market1501" / "moco-s0"
-    _kill_repro_when(tmp_path, "finetune@bot-market1501", fine / "last.pt", fine / "result.json")
+    fine = tmp_path / "runs" / "finetune" / "bot" / "market1501" / "moco-s0"
+    _kill_repro_when(tmp_path, "finetune@bot", fine / "last.pt", fine / "result.json")
     first = _repro(tmp_path)
     assert "Running stage 'report'" in first
-    resumed = (tmp_path / "killed-finetune@bot-market1501.log").read_text()
+    resumed = (tmp_path / "killed-finetune@bot.log").read_text()
     assert re.search(r"resuming from .*pretrain/upreid/checkpoint\.pt", resumed), resumed[-3000:]
     assert "finetune bot: resuming from" in first, first[-3000:]
     # a finished run keeps its product, not its resume state
@@ -236,9 +236,7 @@ def _check_experiment(work: Path) -> None:
         ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "base"],
     ):
         subprocess.run(["git", *args], cwd=work, check=True, capture_output=True)
-    _dvc(
-        work, "exp", "run", "-n", "bot-lr", "-S", "finetune.bot.lr=0.002", "finetune@bot-market1501"
-    )
+    _dvc(work, "exp", "run", "-n", "bot-lr", "-S", "finetune.bot.lr=0.002", "finetune@bot")
     run = _fresh_runs(work)["finetune/bot/market1501/moco/s0"]
     assert run["tags"].get("upreid.dvc_experiment") == "bot-lr", run["tags"]
     assert run["params"]["finetune.lr"] == "0.002"

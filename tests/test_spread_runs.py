@@ -1,5 +1,5 @@
-"""A fine-tuning stage under torchrun (2 gloo processes) spreads its runs over the ranks and
-writes the same metrics file as one process, with every run in MLflow."""
+"""A training stage under torchrun (2 gloo processes) spreads its runs over the ranks and
+writes the same results as one process, with every run in MLflow; the thread plan of a share."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,11 +27,14 @@ def _project(dest: Path, nproc: int) -> None:
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["profiles"]["quick"]["pipeline"] = {
         "inits": ["scratch", "moco"],
-        "headline_seeds": 2,
+        "headline_seeds": 1,
         "pretrain_seeds": 1,
         "log_models": False,
     }
-    params["launch"]["nproc_per_node"] = nproc
+    params["profiles"]["quick"]["launch"] = {"nproc_per_node": nproc, "pretrain": "spread"}
+    quick = params["profiles"]["quick"]  # the shortest runs that still train and evaluate
+    quick["pretrain"]["frozen_eval"] = []
+    quick["finetune"]["bot"].update(epochs=1, milestones=[1])
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -60,17 +62,13 @@ def _stage(work: Path, *args: str) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-def _fake_pretrained(work: Path) -> None:
-    """A MoCo backbone file as the pre-training stage exports it (random weights)."""
-    from upreid.models.backbone import build_backbone
+SPREAD_PRETRAIN = """\
+from _common import start
 
-    torch.manual_seed(1)
-    out = work / "runs" / "pretrain" / "moco"
-    out.mkdir(parents=True)
-    torch.save(
-        {"backbone": build_backbone("resnet18").state_dict(), "arch": "resnet18"},
-        out / "backbone.pt",
-    )
+from upreid.steps.pretrain import run_pretrain_stage
+
+run_pretrain_stage(start(distributed=True), ["moco", "icc"])
+"""
 
 
 @pytest.mark.slow
@@ -84,25 +82,55 @@ def test_two_gloo_processes_split_the_runs_and_write_the_same_metrics(
     _stage(one, "stages/data.py")
     shutil.copytree(one / "data", two / "data")
     for work in (one, two):
-        _fake_pretrained(work)
-        _stage(work, "stages/finetune.py", "mgn", "market1501")
-    a = json.loads((one / "metrics" / "finetune" / "mgn-market1501.json").read_text())
-    b = json.loads((two / "metrics" / "finetune" / "mgn-market1501.json").read_text())
-    assert a == b and sorted(a["mAP"]) == ["moco", "scratch"], (a, b)  # seeds averaged
-    for run in ("moco-s0", "moco-s1", "scratch-s0"):
+        # pre-training spread: moco on rank 0, icc on rank 1, each as in one process
+        (work / "stages" / "spread_pretrain.py").write_text(SPREAD_PRETRAIN)
+        _stage(work, "stages/spread_pretrain.py")
+        _stage(work, "stages/finetune.py", "bot")
+    for variant in ("moco", "icc"):
         ra, rb = (
-            json.loads((w / "runs/finetune/mgn-market1501" / run / "result.json").read_text())
+            json.loads((w / "runs/pretrain" / variant / "result.json").read_text())
             for w in (one, two)
         )
         assert {k: v for k, v in ra["metrics"].items() if k not in TIMING} == {
             k: v for k, v in rb["metrics"].items() if k not in TIMING
-        }, run
-    # rank 1 did moco-s0; rank 0 did the others and logged all three to MLflow
-    log = two / "runs" / "finetune" / "mgn-market1501" / "moco-s0" / "result.json"
-    assert json.loads(log.read_text())["key"] == "finetune/mgn/market1501/moco/s0"
+        }, variant
+        assert rb["metrics"]["runtime_world"] == 1  # each run in one process, not DDP
+    datasets = ["cuhk03", "market1501", "msmt17", "personx"]
+    for dataset in datasets:
+        a, b = (
+            json.loads((w / "metrics" / "finetune" / "bot" / f"{dataset}.json").read_text())
+            for w in (one, two)
+        )
+        assert a == b and sorted(a["mAP"]) == ["moco", "scratch"], (a, b)
+        for run in ("moco-s0", "scratch-s0"):
+            ra, rb = (
+                json.loads((w / "runs/finetune/bot" / dataset / run / "result.json").read_text())
+                for w in (one, two)
+            )
+            assert {k: v for k, v in ra["metrics"].items() if k not in TIMING} == {
+                k: v for k, v in rb["metrics"].items() if k not in TIMING
+            }, (dataset, run)
+    # rank 1 did every other run; rank 0 did the others and logged all of them to MLflow
+    log = two / "runs" / "finetune" / "bot" / "market1501" / "moco-s0" / "result.json"
+    assert json.loads(log.read_text())["key"] == "finetune/bot/market1501/moco/s0"
     from upreid import tracking
 
     runs = tracking.latest_runs("quick", two)
-    assert {f"finetune/mgn/market1501/{r}" for r in ("scratch/s0", "moco/s0", "moco/s1")} <= set(
-        runs
-    )
+    want = {f"finetune/bot/{d}/{i}/s0" for d in datasets for i in ("scratch", "moco")}
+    assert want | {"pretrain/moco", "pretrain/icc"} <= set(runs)
+
+
+def test_share_threads_gives_the_cores_of_ranks_out_of_runs_to_the_others() -> None:
+    from upreid.pipeline import share_threads
+
+    # 3 runs on 2 ranks of one node with 2 cores: both run at 1 thread, then rank 0 at 2
+    assert share_threads([2, 1], 0, 0, 2, 2) == [1, 2]
+    assert share_threads([2, 1], 1, 1, 2, 2) == [1]
+    # 8 cores, 3 ranks with 3, 2 and 1 runs
+    assert share_threads([3, 2, 1], 0, 0, 3, 8) == [2, 4, 8]
+    assert share_threads([3, 2, 1], 1, 1, 3, 8) == [2, 4]
+    # two nodes of 2 ranks (ranks 2, 3 on the second): only a node's own ranks count
+    assert share_threads([2, 2, 2, 1], 2, 0, 2, 4) == [2, 4]
+    assert share_threads([2, 2, 2, 1], 0, 0, 2, 4) == [2, 2]
+    # more ranks than cores: never fewer than one thread
+    assert share_threads([1, 1, 1], 2, 2, 3, 2) == [1]

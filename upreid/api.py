@@ -2,7 +2,7 @@
 
 from upreid import load_model, extract_features, evaluate
 
-model = load_model("runs/finetune/bot-market1501/upreid-s0/best.pt")   # device="auto"
+model = load_model("runs/finetune/bot/market1501/upreid-s0/best.pt")   # device="auto"
 feats, paths = extract_features(model, "data/synth/market1501/query")   # (N, D), N paths
 metrics = evaluate(model, "data/synth/market1501", fmt="market1501")    # mAP, rank1, ...
 """

@@ -185,7 +185,8 @@ def pretrain(
     if pretrain_seed < 0 or (pretrain_seed and name not in SEEDED_VARIANTS):
         _fail(f"--pretrain-seed takes an offset >= 0, and > 0 only for {list(SEEDED_VARIANTS)}")
     params = _params()
-    relaunch_distributed(params, [sys.argv[0], *sys.argv[1:]])
+    if params.launch.pretrain == "ddp":  # spread: one run takes one process
+        relaunch_distributed(params, [sys.argv[0], *sys.argv[1:]])
     name = pretrain_name(name, pretrain_seed)
     typer.echo(json.dumps(run_pretrain(params, name, max_steps=max_steps), indent=1))
 

@@ -35,8 +35,9 @@ _SEEDED_NAME = re.compile(r"^(?P<variant>[a-z0-9]+)-p(?P<offset>[1-9][0-9]*)$")
 
 DATASETS = ("cuhk03", "market1501", "personx", "msmt17")
 METHODS = ("bdb", "bot", "mgn", "pcb")
-# Fine-tuning stages (method, dataset): Table 1 (BDB, BoT, MGN x 4) and Table 7 (PCB x 3).
-FINETUNE_STAGES: tuple[tuple[str, str], ...] = (
+# Fine-tuning cells (method, dataset): Table 1 (BDB, BoT, MGN x 4) and Table 7 (PCB x 3). One
+# stage per method runs its cells (many runs in a stage keep several processes busy).
+FINETUNE_CELLS: tuple[tuple[str, str], ...] = (
     *((m, d) for m in ("bdb", "bot", "mgn") for d in DATASETS),
     *(("pcb", d) for d in ("cuhk03", "market1501", "personx")),
 )
@@ -120,12 +121,19 @@ def init_kind(init: str) -> str:
     return "moco" if variant == "moco" else "upreid"
 
 
+def finetune_datasets(method: str) -> list[str]:
+    """The datasets ``method`` is fine-tuned on, in order."""
+    if method not in METHODS:
+        raise ValueError(f"unknown fine-tuning method {method!r}; valid are {list(METHODS)}")
+    return [d for m, d in FINETUNE_CELLS if m == method]
+
+
 def finetune_runs(params: Params, method: str, dataset: str) -> list[FinetuneRun]:
-    """Every run of one fine-tuning stage, in order."""
-    if (method, dataset) not in FINETUNE_STAGES:
+    """Every run of one fine-tuning cell, in order."""
+    if (method, dataset) not in FINETUNE_CELLS:
         raise ValueError(
-            f"unknown fine-tuning stage {method}/{dataset}; valid are "
-            f"{['/'.join(s) for s in FINETUNE_STAGES]}"
+            f"unknown fine-tuning cell {method}/{dataset}; valid are "
+            f"{['/'.join(s) for s in FINETUNE_CELLS]}"
         )
     headline = (method, dataset) in HEADLINE
     runs = [

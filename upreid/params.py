@@ -454,11 +454,13 @@ class PipelineParams:
 
 @dataclass(frozen=True)
 class LaunchParams:
-    """``launch``: processes of the pre-training stage (torchrun when more than one)."""
+    """``launch``: processes of each training stage (torchrun when more than one)."""
 
     nproc_per_node: int
     nnodes: int
     rdzv_endpoint: str  # host:port of the rendezvous for nnodes > 1; "" for one node
+    pretrain: Literal["ddp", "spread"]  # ddp: each pre-training run over every process;
+    # spread: each run in one process, the runs spread over them (as fine-tuning's are)
 
     def __post_init__(self) -> None:
         _positive("launch", nproc_per_node=self.nproc_per_node, nnodes=self.nnodes)

@@ -50,7 +50,7 @@ class Paths:
         return self.pretrain(variant) / "backbone.pt"
 
     def finetune(self, run: FinetuneRun) -> Path:
-        return self.runs / "finetune" / f"{run.method}-{run.dataset}" / run.dirname
+        return self.runs / "finetune" / run.method / run.dataset / run.dirname
 
     def spcl(self, setting: str, init: str) -> Path:
         return self.runs / "spcl" / setting / init
@@ -102,7 +102,12 @@ def dataset_inputs(paths: Paths, **contexts: str) -> dict[str, dict[str, Any]]:
 
 
 def track(params: Params, unit: Unit, work: Work, solo: bool = False) -> dict[str, Any]:
-    """:func:`upreid.units.run_unit` with the pipeline's profile and tags."""
+    """:func:`upreid.units.run_unit` with the pipeline's profile and tags. A ``solo`` unit of
+    this rank's share under :func:`spread` takes its planned number of threads."""
+    if solo and _share_threads:
+        import torch
+
+        torch.set_num_threads(_share_threads.pop(0))
     tags = {"params_hash": params.digest(), "seed": params.seed}
     return run_unit(unit, work, params.profile, tags, solo=solo, root=params.root)
 
@@ -118,25 +123,59 @@ def init_weights(params: Params, paths: Paths, init: str) -> str | None:
     return str(paths.backbone(init))
 
 
+# The thread count of each next solo unit this rank does under :func:`spread` (CPU only).
+_share_threads: list[int] = []
+CORES_ENV = "UPREID_CORES"  # the cores the processes of a node share (set by the relaunch)
+
+
+def share_threads(
+    shares: list[int], rank: int, local_rank: int, local_world: int, cores: int
+) -> list[int]:
+    """Threads for each run of ``rank``'s share, ``shares`` being every rank's run count: the
+    node's cores divided among its ranks that still have a run at that position, so that a
+    rank left with the last runs of a stage takes the cores the others no longer use. A plan,
+    not a reaction to timing: the same runs get the same thread counts every time."""
+    node = range(rank - local_rank, rank - local_rank + local_world)
+    return [max(1, cores // sum(1 for r in node if shares[r] > i)) for i in range(shares[rank])]
+
+
 def spread(params: Params, units: list[Any], do: Callable[[list[Any]], list[Any]]) -> list[Any]:
     """``do(units)``, with the units spread over the ``torchrun`` ranks (one device each) when
     there are several: each rank does every ``world``-th unit, then rank 0 goes over them all,
-    reusing the finished results (and logging those of the other ranks to MLflow)."""
+    reusing the finished results (and logging those of the other ranks to MLflow). Each rank's
+    runs are its own (:func:`upreid.train.distributed.alone`); on CPU cores they share the
+    node's cores by :func:`share_threads` when the relaunch set the cores to share."""
     rt = runtime_of(params)
     if rt.world == 1:
         return do(units)
     from datetime import timedelta
 
-    from upreid.train.distributed import barrier, cleanup, init_distributed
+    import torch
+
+    from upreid.train.distributed import alone, barrier, cleanup, init_distributed
 
     # gloo even on GPUs: only barriers, and a rank waiting for the longest share holds no GPU
     init_distributed(rt, timeout=timedelta(days=7), backend="gloo")
     mine = units[rt.rank :: rt.world]
-    if mine:
-        do(mine)
-    barrier()
-    results = do(units) if rt.main else []
-    barrier()
+    threads = torch.get_num_threads()
+    if rt.device.type == "cpu" and os.environ.get(CORES_ENV):
+        shares = [len(units[r :: rt.world]) for r in range(rt.world)]
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", rt.world))
+        _share_threads[:] = share_threads(
+            shares, rt.rank, rt.local_rank, local_world, int(os.environ[CORES_ENV])
+        )
+    try:
+        with alone():
+            if mine:
+                do(mine)
+        _share_threads.clear()
+        barrier()
+        with alone():
+            results = do(units) if rt.main else []
+        barrier()
+    finally:
+        _share_threads.clear()
+        torch.set_num_threads(threads)
     cleanup()
     return results
 
@@ -165,6 +204,12 @@ def relaunch_distributed(params: Params, argv: list[str]) -> None:
         cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={launch.rdzv_endpoint}"]
     else:
         cmd += ["--standalone"]
+    if "OMP_NUM_THREADS" not in os.environ:  # each process its share of the cores (torchrun
+        # would give each one thread); spread runs re-divide them as ranks run out of runs
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cores = cores or 1
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // launch.nproc_per_node))
+        os.environ[CORES_ENV] = str(cores)
     log.info("relaunching under %s", " ".join(cmd))
     os.execvp(cmd[0], [*cmd, *argv])
 

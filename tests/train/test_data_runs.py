@@ -25,7 +25,7 @@ def test_data_runs_get_their_own_folders(
     params = dataclasses.replace(
         params, finetune=dataclasses.replace(params.finetune, bot=bot), root=tmp_path
     )
-    ours = tmp_path / "runs" / "finetune" / "bot-market1501" / "scratch-s0"
+    ours = tmp_path / "runs" / "finetune" / "bot" / "market1501" / "scratch-s0"
     ours.mkdir(parents=True)
     (ours / "result.json").write_text(json.dumps({"input_hash": "pipeline", "metrics": {}}))
     (ours / "best.pt").write_bytes(b"the pipeline's weights")
@@ -35,7 +35,7 @@ def test_data_runs_get_their_own_folders(
     (metrics,) = finetune_many(params, [run], tmp_path, tiny_synth / "market1501")
     assert metrics["mAP"] > 0
     assert {p.name: p.read_bytes() for p in ours.iterdir()} == before  # untouched
-    (theirs,) = (tmp_path / "runs" / "finetune").glob("bot-market1501@data-*")
+    (theirs,) = (tmp_path / "runs" / "finetune" / "bot").glob("market1501@data-*")
     done = json.loads((theirs / "scratch-s0" / "result.json").read_text())
     assert done["key"] == f"{run.key}@{theirs.name.split('@')[1]}"
     assert (theirs / "scratch-s0" / "best.pt").is_file()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from upreid.experiments import FinetuneRun, finetune_runs, init_kind
+from upreid.experiments import FinetuneRun, finetune_datasets, finetune_runs, init_kind
 from upreid.models.init import check_init
 from upreid.params import Params, to_dict
 from upreid.pipeline import (
@@ -26,17 +26,29 @@ from upreid.steps.pretrain import run_pretrain
 from upreid.units import Unit, digest, is_rank0
 
 
-def run_finetune(
-    params: Params, method: str, dataset: str, root: str | Path | None = None
-) -> dict[str, Any]:
-    """Every fine-tuning run of one (method, dataset) stage: each init, each seed."""
+def run_finetune(params: Params, method: str, root: str | Path | None = None) -> dict[str, Any]:
+    """Every fine-tuning run of one method: each dataset, init and seed, spread over the
+    processes; a metrics file per dataset."""
     paths = Paths(params, root)
-    runs = finetune_runs(params, method, dataset)
-    done = spread(params, runs, lambda share: finetune_many(params, share, root))
+    runs = [r for d in finetune_datasets(method) for r in finetune_runs(params, method, d)]
+
+    def do(share: list[FinetuneRun]) -> list[dict[str, Any]]:
+        # a share keeps the runs' order, grouped by dataset: results come back in that order
+        done: list[dict[str, Any]] = []
+        for dataset in dict.fromkeys(r.dataset for r in share):  # one read of each dataset
+            done += finetune_many(params, [r for r in share if r.dataset == dataset], root)
+        return done
+
+    done = spread(params, runs, do)
     if not is_rank0():
         return {}
-    results = {run.dirname: metrics for run, metrics in zip(runs, done, strict=True)}
-    write_stage_metrics(paths.metrics / "finetune" / f"{method}-{dataset}.json", results, ("mAP",))
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for run, metrics in zip(runs, done, strict=True):
+        results.setdefault(run.dataset, {})[run.dirname] = metrics
+    for dataset, group in results.items():  # a file per cell: a row each in `dvc metrics show`
+        write_stage_metrics(
+            paths.metrics / "finetune" / method / f"{dataset}.json", group, ("mAP",)
+        )
     return results
 
 

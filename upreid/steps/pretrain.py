@@ -13,6 +13,7 @@ from upreid.pipeline import (
     dataset_inputs,
     manifest_digest,
     runtime_of,
+    spread,
     track,
 )
 from upreid.steps import write_stage_metrics
@@ -32,7 +33,15 @@ def run_pretrain_stage(
     chosen = variants or needed_variants(params)
     for variant in chosen:
         split_pretrain_name(variant)  # a one-line error for an unknown name, before any work
-    results = {variant: run_pretrain(params, variant, root) for variant in chosen}
+    if params.launch.pretrain == "spread":  # one process per run, the runs over the processes
+        done = spread(
+            params, chosen, lambda share: [run_pretrain(params, v, root, solo=True) for v in share]
+        )
+        if not is_rank0():
+            return {}
+        results = dict(zip(chosen, done, strict=True))
+    else:  # each run over every process (DDP)
+        results = {variant: run_pretrain(params, variant, root) for variant in chosen}
     if is_rank0() and variants is None:
         metrics = Paths(params, root).metrics / "pretrain.json"
         write_stage_metrics(metrics, results, ("loss", "frozen_mAP"))
@@ -40,10 +49,15 @@ def run_pretrain_stage(
 
 
 def run_pretrain(
-    params: Params, variant: str, root: str | Path | None = None, max_steps: int | None = None
+    params: Params,
+    variant: str,
+    root: str | Path | None = None,
+    max_steps: int | None = None,
+    solo: bool = False,
 ) -> dict[str, Any]:
     """Pre-train one variant (``moco``, ``upreid``, an ablation; ``moco-p1``: pre-training seed
-    offset 1) and export its backbone."""
+    offset 1) and export its backbone; ``solo``: in this process alone (a run of a stage
+    spread over the processes), else over every process (DDP under ``torchrun``)."""
     from upreid.data.readers import read_pool
     from upreid.train.pretrain import pretrain
 
@@ -59,7 +73,7 @@ def run_pretrain(
 
     def work(folder: Path, on_metrics: MetricsFn) -> dict[str, Any]:
         records = read_pool(paths.dataset("luperson"))
-        rt = runtime_of(params)
+        rt = runtime_of(params, solo=solo)
         return pretrain(
             pp,
             records,
@@ -88,7 +102,7 @@ def run_pretrain(
         resume_state="checkpoint.pt",
         datasets=dataset_inputs(paths, train="luperson"),
     )
-    return track(params, unit, work)
+    return track(params, unit, work, solo=solo)
 
 
 def frozen_sets_probe(

@@ -24,24 +24,28 @@ from upreid.steps import write_stage_metrics
 from upreid.units import Unit, digest, is_rank0
 
 
-def run_spcl(params: Params, setting: str, root: str | Path | None = None) -> dict[str, Any]:
-    """SpCL in one setting (``M``: target only; ``P2M``: PersonX -> Market-1501), every init."""
-    if setting not in SPCL_SETTINGS:
-        raise ValueError(f"unknown SpCL setting {setting!r}; valid are {list(SPCL_SETTINGS)}")
+def run_spcl(params: Params, root: str | Path | None = None) -> dict[str, Any]:
+    """SpCL in every setting (``M``: target only; ``P2M``: PersonX -> Market-1501) from every
+    init, spread over the processes; a metrics file per setting."""
     paths = Paths(params, root)
-    source, target = SPCL_SETTINGS[setting]
     for init in params.pipeline.inits:
         check_init(init_kind(init), init_weights(params, paths, init))
-    inits = list(params.pipeline.inits)
-    done = spread(
-        params,
-        inits,
-        lambda share: [adapt_one(params, target, source, init, root, setting) for init in share],
-    )
+    units = [(setting, init) for setting in SPCL_SETTINGS for init in params.pipeline.inits]
+
+    def do(share: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        return [
+            adapt_one(params, SPCL_SETTINGS[s][1], SPCL_SETTINGS[s][0], init, root, s)
+            for s, init in share
+        ]
+
+    done = spread(params, units, do)
     if not is_rank0():
         return {}
-    results = dict(zip(inits, done, strict=True))
-    write_stage_metrics(paths.metrics / "spcl" / f"{setting}.json", results, ("mAP",))
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for (setting, init), metrics in zip(units, done, strict=True):
+        results.setdefault(setting, {})[init] = metrics
+    for setting, group in results.items():
+        write_stage_metrics(paths.metrics / "spcl" / f"{setting}.json", group, ("mAP",))
     return results
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from upreid import tracking
-from upreid.experiments import FINETUNE_STAGES, SPCL_SETTINGS, finetune_runs, needed_variants
+from upreid.experiments import FINETUNE_CELLS, SPCL_SETTINGS, finetune_runs, needed_variants
 from upreid.params import Params
 from upreid.pipeline import Paths
 from upreid.units import RESULT, ensure_logged
@@ -22,7 +22,7 @@ class MissingRunsError(RuntimeError):
 def expected_folders(params: Params, paths: Paths) -> list[Path]:
     """The run folder of every unit the stages make with these params (what the tables read)."""
     folders = [paths.pretrain(v) for v in needed_variants(params)]
-    for method, dataset in FINETUNE_STAGES:
+    for method, dataset in FINETUNE_CELLS:
         folders += [paths.finetune(run) for run in finetune_runs(params, method, dataset)]
     for setting in SPCL_SETTINGS:
         folders += [paths.spcl(setting, init) for init in params.pipeline.inits]

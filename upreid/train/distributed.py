@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import torch
@@ -10,27 +12,46 @@ from torch import Tensor
 
 from upreid.runtime import Runtime
 
+_alone = False  # set by :func:`alone`: collectives act as in one process
+
 
 def init_distributed(
     runtime: Runtime, timeout: timedelta | None = None, backend: str | None = None
-) -> None:
+) -> bool:
     """Join the process group ``torchrun`` describes (NCCL on CUDA, gloo on CPU); nothing when
     alone. Multi-node runs use the same code: ``torchrun --rdzv_endpoint`` sets the env.
     ``timeout`` bounds each collective (a barrier after runs of unequal length needs a long
-    one)."""
+    one). Returns whether this call created the group (its caller then ends it)."""
     if runtime.world > 1 and not dist.is_initialized():
         backend = backend or ("nccl" if runtime.device.type == "cuda" else "gloo")
         dist.init_process_group(backend, timeout=timeout)
+        return True
+    return False
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """Within: this process's collectives (:func:`gather`, the MoCo shuffle) act as in a
+    process of its own, though it belongs to a group: a run one rank does by itself while the
+    others do other runs (:func:`upreid.pipeline.spread`)."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
 
 
 def barrier() -> None:
-    """Wait for every process (nothing when alone)."""
-    if world_size() > 1:
+    """Wait for every process of the group (nothing when there is none)."""
+    if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if _alone or not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size()
 
 
 @torch.no_grad()

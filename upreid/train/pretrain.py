@@ -185,7 +185,7 @@ def pretrain(
     the summary: the untrained network), every ``probe_every`` epochs and at the end; its values
     are logged against the step."""
     out, rt = Path(out), runtime or CPU
-    init_distributed(rt)
+    owned = init_distributed(rt)
     seed_everything(seed)
     model = rt.place(build_model(pp, seed))
     loader, sampler = _loader(pp, records, rt, seed)
@@ -250,7 +250,8 @@ def pretrain(
         **_probed(trainer.state.history),
         **{f"runtime_{k}": v for k, v in rt.describe().items() if k != "device_name"},
     }
-    cleanup()
+    if owned:
+        cleanup()
     return summary
 
 
