@@ -5,7 +5,8 @@
 Runs bench_eval (metrics vs the per-query reference; MSMT17-scale evaluation with and without
 re-ranking), bench_pretrain (MoCo vs UP-ReID images/s in fp32 and bf16, loader images/s),
 bench_finetune (images/s per method in fp32 and bf16), bench_precision (both precisions train for
-200 steps), bench_run (one whole fine-tuning run with the runtime options off and on) and the
+200 steps), bench_run (one whole fine-tuning run with the runtime options off and on),
+bench_spread (a stage's runs in one process or spread over two) and the
 quick profile's end-to-end wall time and peak memory; the default profile's, measured once by
 measure_pipeline.py, is read from its JSON, and the GPU check's (benchmarks/gpu_check.py, run on
 a GPU machine) from reports/gpu_check.md.
@@ -124,6 +125,11 @@ def main() -> None:
         "A whole fine-tuning run (default profile): checkpoint every epoch and no "
         "image cache (off) vs the profile's checkpoint_every and image_cache_mb (on)",
         run("bench_run.py"),
+    )
+    lines += section(
+        "A stage's runs: one process with every core vs spread over 2 processes that share "
+        "them (4 MGN runs, default profile)",
+        run("bench_spread.py"),
     )
     if not args.skip_e2e:
         lines += section(
