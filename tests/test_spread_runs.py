@@ -50,7 +50,7 @@ def _env(work: Path) -> dict[str, str]:
     return env
 
 
-def _stage(work: Path, *args: str) -> None:
+def _stage(work: Path, *args: str) -> str:
     proc = subprocess.run(
         [sys.executable, *args],
         cwd=work,
@@ -60,6 +60,7 @@ def _stage(work: Path, *args: str) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
 
 
 SPREAD_PRETRAIN = """\
@@ -81,11 +82,12 @@ def test_two_gloo_processes_split_the_runs_and_write_the_same_metrics(
     _project(two, 2)
     _stage(one, "stages/data.py")
     shutil.copytree(one / "data", two / "data")
+    logs = {}
     for work in (one, two):
         # pre-training spread: moco on rank 0, icc on rank 1, each as in one process
         (work / "stages" / "spread_pretrain.py").write_text(SPREAD_PRETRAIN)
         _stage(work, "stages/spread_pretrain.py")
-        _stage(work, "stages/finetune.py", "bot")
+        logs[work] = _stage(work, "stages/finetune.py", "bot")
     for variant in ("moco", "icc"):
         ra, rb = (
             json.loads((w / "runs/pretrain" / variant / "result.json").read_text())
@@ -110,7 +112,10 @@ def test_two_gloo_processes_split_the_runs_and_write_the_same_metrics(
             assert {k: v for k, v in ra["metrics"].items() if k not in TIMING} == {
                 k: v for k, v in rb["metrics"].items() if k not in TIMING
             }, (dataset, run)
-    # rank 1 did every other run; rank 0 did the others and logged all of them to MLflow
+    # rank 1 did every other run (each dataset's moco-s0), which rank 0 then logged to MLflow
+    for dataset in datasets:
+        relogged = f"finetune/bot/{dataset}/moco/s0: unchanged inputs, result re-logged to MLflow"
+        assert relogged in logs[two] and relogged not in logs[one], dataset
     log = two / "runs" / "finetune" / "bot" / "market1501" / "moco-s0" / "result.json"
     assert json.loads(log.read_text())["key"] == "finetune/bot/market1501/moco/s0"
     from upreid import tracking

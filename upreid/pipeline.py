@@ -155,7 +155,7 @@ def spread(params: Params, units: list[Any], do: Callable[[list[Any]], list[Any]
     from upreid.train.distributed import alone, barrier, cleanup, init_distributed
 
     # gloo even on GPUs: only barriers, and a rank waiting for the longest share holds no GPU
-    init_distributed(rt, timeout=timedelta(days=7), backend="gloo")
+    owned = init_distributed(rt, timeout=timedelta(days=7), backend="gloo")
     mine = units[rt.rank :: rt.world]
     threads = torch.get_num_threads()
     if rt.device.type == "cpu" and os.environ.get(CORES_ENV):
@@ -176,7 +176,8 @@ def spread(params: Params, units: list[Any], do: Callable[[list[Any]], list[Any]
     finally:
         _share_threads.clear()
         torch.set_num_threads(threads)
-    cleanup()
+    if owned:
+        cleanup()
     return results
 
 
@@ -195,11 +196,28 @@ def require_spread(what: str) -> None:
 
 def relaunch_distributed(params: Params, argv: list[str]) -> None:
     """Replace this process by ``torchrun`` over the same script when ``launch`` asks for more
-    than one process and we are not already under torchrun."""
+    than one process and we are not already under torchrun. On CUDA (``runtime.device`` auto or
+    cuda) a node runs at most one process per GPU, each taking the GPU of its local rank."""
     launch = params.launch
     if launch.nproc_per_node * launch.nnodes <= 1 or "LOCAL_RANK" in os.environ:
         return
-    cmd = ["torchrun", f"--nproc_per_node={launch.nproc_per_node}", f"--nnodes={launch.nnodes}"]
+    nproc = launch.nproc_per_node
+    if params.runtime.device in ("auto", "cuda"):
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if 0 < gpus < nproc:
+            log.warning(
+                "launch.nproc_per_node is %d but this machine has %d CUDA device(s): "
+                "running %d process(es), one per device",
+                nproc,
+                gpus,
+                gpus,
+            )
+            nproc = gpus
+            if nproc * launch.nnodes <= 1:
+                return
+    cmd = ["torchrun", f"--nproc_per_node={nproc}", f"--nnodes={launch.nnodes}"]
     if launch.nnodes > 1:
         cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={launch.rdzv_endpoint}"]
     else:
@@ -208,7 +226,7 @@ def relaunch_distributed(params: Params, argv: list[str]) -> None:
         # would give each one thread); spread runs re-divide them as ranks run out of runs
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         cores = cores or 1
-        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // launch.nproc_per_node))
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
         os.environ[CORES_ENV] = str(cores)
     log.info("relaunching under %s", " ".join(cmd))
     os.execvp(cmd[0], [*cmd, *argv])

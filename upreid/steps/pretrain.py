@@ -28,9 +28,10 @@ def run_pretrain_stage(
     params: Params, variants: list[str] | None = None, root: str | Path | None = None
 ) -> dict[str, dict[str, Any]]:
     """The stage: every pre-training run the tables need (or ``variants``: variants, or seeded
-    runs such as ``moco-p1``), one after another. Each is its own unit of work (skipped when
+    runs such as ``moco-p1``), spread over the processes or (``launch.pretrain: ddp``) one after
+    another. Each is its own unit of work (skipped when
     done with the same inputs, resumed when killed)."""
-    chosen = variants or needed_variants(params)
+    chosen = list(dict.fromkeys(variants or needed_variants(params)))  # each run once
     for variant in chosen:
         split_pretrain_name(variant)  # a one-line error for an unknown name, before any work
     if params.launch.pretrain == "spread":  # one process per run, the runs over the processes
