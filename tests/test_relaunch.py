@@ -11,6 +11,7 @@ import torch
 
 from upreid import pipeline
 from upreid.params import load_params
+from upreid.train import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def _relaunched(
         launch=dataclasses.replace(params.launch, nproc_per_node=nproc),
         runtime=dataclasses.replace(params.runtime, device=device),
     )
-    for name in ("LOCAL_RANK", "OMP_NUM_THREADS", pipeline.CORES_ENV):
+    for name in ("LOCAL_RANK", "OMP_NUM_THREADS", distributed.CORES_ENV):
         monkeypatch.setenv(name, "")  # recorded, so what the relaunch sets is undone after
         monkeypatch.delenv(name)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
@@ -45,7 +46,7 @@ def test_cpu_relaunch_shares_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
         and cmd[-2:] == ["stages/finetune.py", "bot"]
     )
     cores = len(os.sched_getaffinity(0))
-    assert os.environ[pipeline.CORES_ENV] == str(cores)
+    assert os.environ[distributed.CORES_ENV] == str(cores)
     assert os.environ["OMP_NUM_THREADS"] == str(max(1, cores // 2))
 
 

@@ -126,7 +126,7 @@ def test_two_gloo_processes_split_the_runs_and_write_the_same_metrics(
 
 
 def test_share_threads_gives_the_cores_of_ranks_out_of_runs_to_the_others() -> None:
-    from upreid.pipeline import share_threads
+    from upreid.train.distributed import share_threads
 
     # 3 runs on 2 ranks of one node with 2 cores: both run at 1 thread, then rank 0 at 2
     assert share_threads([2, 1], 0, 0, 2, 2) == [1, 2]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,9 @@ from upreid import tracking
 from upreid.experiments import FILE_PREFIX, FinetuneRun, init_kind
 from upreid.params import Params
 from upreid.runtime import Runtime, build_runtime
+from upreid.train.distributed import relaunch, take_planned_threads
+from upreid.train.distributed import require_spread as require_spread  # the steps' check
+from upreid.train.distributed import spread as spread_over_ranks
 from upreid.units import Unit, Work, run_unit
 
 log = logging.getLogger(__name__)
@@ -104,10 +106,8 @@ def dataset_inputs(paths: Paths, **contexts: str) -> dict[str, dict[str, Any]]:
 def track(params: Params, unit: Unit, work: Work, solo: bool = False) -> dict[str, Any]:
     """:func:`upreid.units.run_unit` with the pipeline's profile and tags. A ``solo`` unit of
     this rank's share under :func:`spread` takes its planned number of threads."""
-    if solo and _share_threads:
-        import torch
-
-        torch.set_num_threads(_share_threads.pop(0))
+    if solo:
+        take_planned_threads()
     tags = {"params_hash": params.digest(), "seed": params.seed}
     return run_unit(unit, work, params.profile, tags, solo=solo, root=params.root)
 
@@ -123,113 +123,20 @@ def init_weights(params: Params, paths: Paths, init: str) -> str | None:
     return str(paths.backbone(init))
 
 
-# The thread count of each next solo unit this rank does under :func:`spread` (CPU only).
-_share_threads: list[int] = []
-CORES_ENV = "UPREID_CORES"  # the cores the processes of a node share (set by the relaunch)
-
-
-def share_threads(
-    shares: list[int], rank: int, local_rank: int, local_world: int, cores: int
-) -> list[int]:
-    """Threads for each run of ``rank``'s share, ``shares`` being every rank's run count: the
-    node's cores divided among its ranks that still have a run at that position, so that a
-    rank left with the last runs of a stage takes the cores the others no longer use. A plan,
-    not a reaction to timing: the same runs get the same thread counts every time."""
-    node = range(rank - local_rank, rank - local_rank + local_world)
-    return [max(1, cores // sum(1 for r in node if shares[r] > i)) for i in range(shares[rank])]
-
-
 def spread(params: Params, units: list[Any], do: Callable[[list[Any]], list[Any]]) -> list[Any]:
-    """``do(units)``, with the units spread over the ``torchrun`` ranks (one device each) when
-    there are several: each rank does every ``world``-th unit, then rank 0 goes over them all,
-    reusing the finished results (and logging those of the other ranks to MLflow). Each rank's
-    runs are its own (:func:`upreid.train.distributed.alone`); on CPU cores they share the
-    node's cores by :func:`share_threads` when the relaunch set the cores to share."""
-    rt = runtime_of(params)
-    if rt.world == 1:
-        return do(units)
-    from datetime import timedelta
-
-    import torch
-
-    from upreid.train.distributed import alone, barrier, cleanup, init_distributed
-
-    # gloo even on GPUs: only barriers, and a rank waiting for the longest share holds no GPU
-    owned = init_distributed(rt, timeout=timedelta(days=7), backend="gloo")
-    mine = units[rt.rank :: rt.world]
-    threads = torch.get_num_threads()
-    if rt.device.type == "cpu" and os.environ.get(CORES_ENV):
-        shares = [len(units[r :: rt.world]) for r in range(rt.world)]
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", rt.world))
-        _share_threads[:] = share_threads(
-            shares, rt.rank, rt.local_rank, local_world, int(os.environ[CORES_ENV])
-        )
-    try:
-        with alone():
-            if mine:
-                do(mine)
-        _share_threads.clear()
-        barrier()
-        with alone():
-            results = do(units) if rt.main else []
-        barrier()
-    finally:
-        _share_threads.clear()
-        torch.set_num_threads(threads)
-    if owned:
-        cleanup()
-    return results
-
-
-def require_spread(what: str) -> None:
-    """Runs done alone per process must come through :func:`spread` under ``torchrun``
-    (otherwise every rank would do every run in the same folders)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            raise ValueError(
-                f"{what} under torchrun runs through its stage, which spreads the "
-                "runs over the processes; run this command in one process"
-            )
+    """:func:`upreid.train.distributed.spread` on this process's runtime."""
+    return spread_over_ranks(runtime_of(params), units, do)
 
 
 def relaunch_distributed(params: Params, argv: list[str]) -> None:
-    """Replace this process by ``torchrun`` over the same script when ``launch`` asks for more
-    than one process and we are not already under torchrun. On CUDA (``runtime.device`` auto or
-    cuda) a node runs at most one process per GPU, each taking the GPU of its local rank."""
-    launch = params.launch
-    if launch.nproc_per_node * launch.nnodes <= 1 or "LOCAL_RANK" in os.environ:
-        return
-    nproc = launch.nproc_per_node
-    if params.runtime.device in ("auto", "cuda"):
-        import torch
-
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if 0 < gpus < nproc:
-            log.warning(
-                "launch.nproc_per_node is %d but this machine has %d CUDA device(s): "
-                "running %d process(es), one per device",
-                nproc,
-                gpus,
-                gpus,
-            )
-            nproc = gpus
-            if nproc * launch.nnodes <= 1:
-                return
-    cmd = ["torchrun", f"--nproc_per_node={nproc}", f"--nnodes={launch.nnodes}"]
-    if launch.nnodes > 1:
-        cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={launch.rdzv_endpoint}"]
-    else:
-        cmd += ["--standalone"]
-    if "OMP_NUM_THREADS" not in os.environ:  # each process its share of the cores (torchrun
-        # would give each one thread); spread runs re-divide them as ranks run out of runs
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        cores = cores or 1
-        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
-        os.environ[CORES_ENV] = str(cores)
-    log.info("relaunching under %s", " ".join(cmd))
-    os.execvp(cmd[0], [*cmd, *argv])
+    """:func:`upreid.train.distributed.relaunch` with the ``launch`` and ``runtime`` sections."""
+    relaunch(
+        params.launch.nproc_per_node,
+        params.launch.nnodes,
+        params.launch.rdzv_endpoint,
+        params.runtime.device,
+        argv,
+    )
 
 
 def where(params: Params, root: str | Path | None = None, port: int = 5000) -> str:
