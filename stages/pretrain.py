@@ -1,6 +1,6 @@
-"""Stage `pretrain`: every pre-training variant the tables need, one after another (or only
-the variants named on the command line); under torchrun when params ask for more than one
-process (the paper profile)."""
+"""Stage `pretrain`: every pre-training variant the tables need (or only the variants named on
+the command line); under torchrun when params ask for more than one process: the runs spread
+over the processes (`launch.pretrain: spread`), or each run over all of them (`ddp`)."""
 
 import sys
 

@@ -4,7 +4,11 @@ import pytest
 
 from upreid.experiments import (
     ABLATION_VARIANTS,
+    CURVES,
+    FINETUNE_CELLS,
     PRETRAIN_VARIANTS,
+    drawn,
+    eval_every,
     finetune_runs,
     init_kind,
     needed_variants,
@@ -81,3 +85,28 @@ def test_pretraining_seeds_of_the_compared_methods() -> None:
     # the quick profile keeps one
     quick = load_params(ROOT / "params.yaml", "quick")
     assert needed_variants(quick) == [v for v in PRETRAIN_VARIANTS]
+
+
+def test_only_the_runs_a_figure_draws_evaluate_every_epoch() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert params.pipeline.curves == "figures"
+    runs = [r for m, d in FINETUNE_CELLS for r in finetune_runs(params, m, d)]
+    curve = [r for r in runs if drawn(params, r)]
+    # every line of every figure is a run of the plan, at the first fine-tune seed
+    want = {(m, d, i) for m, ds, inits in CURVES.values() for d in ds for i in inits}
+    planned = {(r.method, r.dataset, r.init) for r in runs}
+    assert {(r.method, r.dataset, r.init) for r in curve} == want & planned
+    # BDB and MGN on 3 sets x (scratch, moco, upreid), and MGN's cc and icc on CUHK03
+    assert len(curve) == 3 * 3 * 2 + 2
+    assert all(r.seed == params.seed for r in curve)
+    for r in runs:
+        mp = getattr(params.finetune, r.method)
+        assert eval_every(params, r) == (mp.eval_every if r in curve else mp.epochs), r
+    mgn = [r for r in runs if r.method == "mgn" and r.dataset == "cuhk03"]
+    assert {r.init for r in mgn if r.seed == params.seed + 1} and not any(
+        drawn(params, r) for r in mgn if r.seed != params.seed
+    )  # the headline's other seeds are not drawn
+    everything = load_params(ROOT / "params.yaml", overrides=["pipeline.curves=all"])
+    assert all(
+        eval_every(everything, r) == getattr(everything.finetune, r.method).eval_every for r in runs
+    )

@@ -84,7 +84,7 @@ def test_two_gloo_processes_split_the_runs_and_write_the_same_metrics(
     shutil.copytree(one / "data", two / "data")
     logs = {}
     for work in (one, two):
-        # pre-training spread: moco on rank 0, icc on rank 1, each as in one process
+        # pre-training spread: moco on rank 1, icc on rank 0, each as in one process
         (work / "stages" / "spread_pretrain.py").write_text(SPREAD_PRETRAIN)
         _stage(work, "stages/spread_pretrain.py")
         logs[work] = _stage(work, "stages/finetune.py", "bot")
@@ -112,10 +112,13 @@ def test_two_gloo_processes_split_the_runs_and_write_the_same_metrics(
             assert {k: v for k, v in ra["metrics"].items() if k not in TIMING} == {
                 k: v for k, v in rb["metrics"].items() if k not in TIMING
             }, (dataset, run)
-    # rank 1 did every other run (each dataset's moco-s0), which rank 0 then logged to MLflow
+    # rank 1 did every other run (each dataset's scratch-s0), which rank 0 then logged to MLflow
     for dataset in datasets:
-        relogged = f"finetune/bot/{dataset}/moco/s0: unchanged inputs, result re-logged to MLflow"
-        assert relogged in logs[two] and relogged not in logs[one], dataset
+        for init, rank1 in (("scratch", True), ("moco", False)):
+            relogged = (
+                f"finetune/bot/{dataset}/{init}/s0: unchanged inputs, result re-logged to MLflow"
+            )
+            assert (relogged in logs[two]) == rank1 and relogged not in logs[one], (dataset, init)
     log = two / "runs" / "finetune" / "bot" / "market1501" / "moco-s0" / "result.json"
     assert json.loads(log.read_text())["key"] == "finetune/bot/market1501/moco/s0"
     from upreid import tracking
@@ -123,6 +126,17 @@ def test_two_gloo_processes_split_the_runs_and_write_the_same_metrics(
     runs = tracking.latest_runs("quick", two)
     want = {f"finetune/bot/{d}/{i}/s0" for d in datasets for i in ("scratch", "moco")}
     assert want | {"pretrain/moco", "pretrain/icc"} <= set(runs)
+
+
+def test_rank_0_which_logs_every_run_gets_the_smaller_share() -> None:
+    from upreid.train.distributed import share_of
+
+    units = list(range(7))
+    assert share_of(units, 0, 2) == [1, 3, 5] and share_of(units, 1, 2) == [0, 2, 4, 6]
+    shares = [share_of(units, r, 3) for r in range(3)]
+    assert [len(s) for s in shares] == [2, 2, 3]
+    assert sorted(u for s in shares for u in s) == units  # each unit once
+    assert share_of(units, 0, 1) == units
 
 
 def test_share_threads_gives_the_cores_of_ranks_out_of_runs_to_the_others() -> None:

@@ -47,6 +47,23 @@ HEADLINE = (("mgn", "cuhk03"), ("mgn", "market1501"))
 # The ablations (Tables 4-6, Appendix D) fine-tune MGN on CUHK03, as the paper does.
 ABLATION_STAGE = ("mgn", "cuhk03")
 ABLATION_VARIANTS = ("cc", "icc", "nohm", "n4", "n12", "random", "online")
+# The fine-tuning runs whose mAP the figures draw against the epoch: name -> (method, datasets,
+# inits), each at the first fine-tune seed. Figure 4 BDB, Figure 5 MGN ablations on CUHK03,
+# Figure 6 MGN. With ``pipeline.curves: figures`` only these evaluate every ``eval_every``
+# epochs; every other run once, at the end (what the tables read).
+CURVES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "figure4_bdb": (
+        "bdb",
+        ("cuhk03", "market1501", "personx"),
+        ("scratch", "insup", "moco", "upreid"),
+    ),
+    "figure5_mgn_ablation": ("mgn", ("cuhk03",), ("moco", "cc", "icc", "upreid")),
+    "figure6_mgn": (
+        "mgn",
+        ("cuhk03", "market1501", "personx"),
+        ("scratch", "insup", "moco", "upreid"),
+    ),
+}
 # SpCL settings (Table 2): name -> (source or None, target).
 SPCL_SETTINGS: dict[str, tuple[str | None, str]] = {
     "M": (None, "market1501"),
@@ -126,6 +143,23 @@ def finetune_datasets(method: str) -> list[str]:
     if method not in METHODS:
         raise ValueError(f"unknown fine-tuning method {method!r}; valid are {list(METHODS)}")
     return [d for m, d in FINETUNE_CELLS if m == method]
+
+
+def drawn(params: Params, run: FinetuneRun) -> bool:
+    """Whether a figure draws ``run``'s mAP against the epoch (:data:`CURVES`)."""
+    return run.seed == params.seed and any(
+        run.method == m and run.dataset in ds and run.init in inits
+        for m, ds, inits in CURVES.values()
+    )
+
+
+def eval_every(params: Params, run: FinetuneRun) -> int:
+    """How often ``run`` evaluates: its method's ``eval_every`` when a figure draws it or
+    ``pipeline.curves`` is ``all``; else once, after the last epoch."""
+    mp = getattr(params.finetune, run.method)
+    if params.pipeline.curves == "all" or drawn(params, run):
+        return int(mp.eval_every)
+    return int(mp.epochs)
 
 
 def finetune_runs(params: Params, method: str, dataset: str) -> list[FinetuneRun]:

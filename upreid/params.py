@@ -441,6 +441,8 @@ class PipelineParams:
     headline_seeds: int  # fine-tune seeds of the headline cells (MGN on CUHK03 and Market-1501)
     pretrain_seeds: int  # pre-training seeds of moco and upreid (each fine-tuned in the headline)
     log_models: bool  # every fine-tuned and adapted model also as an MLflow model (torch.export)
+    curves: Literal["figures", "all"]  # fine-tuning runs that evaluate every eval_every epochs:
+    # those a figure draws (the others once, at the end) | all
 
     def __post_init__(self) -> None:
         _positive(

@@ -225,7 +225,10 @@ def test_frozen_probe_measures_the_untrained_and_each_epoch(
     direct = evaluate(lambda x: pooled(trunk(x)), sets["cuhk03"], plain, pp.height, pp.width)
     assert direct["mAP"] == pytest.approx(summary["frozen_mAP_cuhk03"], abs=1e-4)
 
-    calls.clear()
+    calls.clear()  # the same seed again in this process: the untrained network's rows reused
+    loop.pretrain(pp, tiny_pool, tmp_path / "c", 0, max_steps=1, probe=counted)
+    assert calls == [] and (tmp_path / "c" / "checkpoint.pt").is_file()
+    loop._untrained.clear()  # as in a new process
     loop.pretrain(pp, tiny_pool, tmp_path / "b", 0, max_steps=4, probe=counted)
     assert len(calls) == 3  # step 0 (twice) and the end of epoch 1; the budget ends mid-epoch 2
     resumed: list[tuple[int, dict[str, float]]] = []
@@ -301,3 +304,9 @@ def test_the_untrained_rows_probe_as_initialised_then_with_estimated_statistics(
     assert torch.equal(seen[0], torch.zeros_like(seen[0])) and seen[1].abs().sum() > 0
     first_bn = next(m for m in trunk.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert trunk.training and torch.equal(first_bn.running_mean, torch.zeros_like(seen[0]))
+    # the same network again (another run of the seed in this process): measured once
+    assert loop.untrained_rows(probe, trunk, tiny_pool, pp, CPU) == row and len(seen) == 2
+    other = build_backbone(pp.arch).train()  # another initialisation: measured
+    assert loop.untrained_rows(probe, other, tiny_pool, pp, CPU)["frozen_mAP"] == 3.0
+    # the same network on other pool images: its estimated statistics differ, so measured again
+    assert loop.untrained_rows(probe, trunk, tiny_pool[:-1], pp, CPU)["frozen_mAP"] == 5.0

@@ -9,6 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # no pyplot: no global figure state
 
 from upreid import tracking
+from upreid.experiments import CURVES
 from upreid.report.runs import Runs
 
 LABELS = {
@@ -21,13 +22,6 @@ LABELS = {
     "random": "random positive",
     "online": "online positive",
 }
-INITS = ("scratch", "insup", "moco", "upreid")
-# name -> (method, datasets, inits): Figure 4 BDB, Figure 6 MGN, Figure 5 MGN ablations on CUHK03.
-CURVES = {
-    "figure4_bdb": ("bdb", ("cuhk03", "market1501", "personx"), INITS),
-    "figure5_mgn_ablation": ("mgn", ("cuhk03",), ("moco", "cc", "icc", "upreid")),
-    "figure6_mgn": ("mgn", ("cuhk03", "market1501", "personx"), INITS),
-}
 PATCH_LOSS = "loss_patch"
 
 
@@ -36,8 +30,9 @@ def _history(runs: Runs, prefix: str, metric: str, root: str | Path) -> list[tup
     return tracking.metric_history(ids[0], metric, root) if ids else []
 
 
-def write_curves(runs: Runs, folder: Path, root: str | Path = ".") -> list[str]:
-    """Write every figure whose runs exist; return their paths relative to ``reports/``."""
+def write_curves(runs: Runs, folder: Path, seed: int = 0, root: str | Path = ".") -> list[str]:
+    """Write every figure whose runs exist (fine-tune seed ``seed``, the runs
+    :func:`~upreid.experiments.drawn` names); return their paths relative to ``reports/``."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (method, datasets, inits) in CURVES.items():
@@ -45,7 +40,7 @@ def write_curves(runs: Runs, folder: Path, root: str | Path = ".") -> list[str]:
         axes = fig.subplots(1, len(datasets), squeeze=False)
         for ax, dataset in zip(axes[0], datasets, strict=False):
             for init in inits:
-                points = _history(runs, f"finetune/{method}/{dataset}/{init}/s0", "mAP", root)
+                points = _history(runs, f"finetune/{method}/{dataset}/{init}/s{seed}", "mAP", root)
                 if points:
                     ax.plot(*zip(*points, strict=False), marker="o", label=LABELS[init])
             ax.set(

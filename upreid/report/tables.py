@@ -361,7 +361,7 @@ def write_reports(
     )
     for table in tables:
         table.write(out / "tables", caption)
-    figures = write_curves(runs, out / "figures" / "curves", root)
+    figures = write_curves(runs, out / "figures" / "curves", params.seed, root)
     names = [*PRETRAIN_VARIANTS, *seeded_runs(params)]
     learned = write_pretraining(out, records, names, params.seed, root)
     absent = sum(cell.startswith(ABSENT) for t in tables for r in t.rows for cell in r[1:])

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from upreid.experiments import FinetuneRun, finetune_datasets, finetune_runs, init_kind
+from upreid.experiments import (
+    FinetuneRun,
+    eval_every,
+    finetune_datasets,
+    finetune_runs,
+    init_kind,
+)
 from upreid.models.init import check_init
-from upreid.params import Params, to_dict
+from upreid.params import MethodParams, Params, to_dict
 from upreid.pipeline import (
     MetricsFn,
     Paths,
@@ -76,11 +83,13 @@ def finetune_many(
         raise ValueError("finetune_many: runs of one method and dataset only")
     method, dataset = runs[0].method, runs[0].dataset
     data = read_dataset(dataset, data_path or paths.dataset(dataset))
-    mp = getattr(params.finetune, method)
     data_id = manifest_digest(paths) if data_path is None else listing_digest(Path(data_path))
     results = []
     for run in runs:
         weights = init_weights(params, paths, run.init)
+        mp = getattr(params.finetune, method)
+        if data_path is None:  # a cell of the pipeline: evaluated as pipeline.curves says
+            mp = dataclasses.replace(mp, eval_every=eval_every(params, run))
         input_hash = digest(
             to_dict(mp),
             params.finetune.arch,
@@ -99,6 +108,7 @@ def finetune_many(
             on_metrics: MetricsFn,
             run: FinetuneRun = run,
             weights: str | None = weights,
+            mp: MethodParams = mp,
         ) -> dict[str, Any]:
             fp = params.finetune
             return finetune(

@@ -106,13 +106,33 @@ def run_pretrain(
     return track(params, unit, work, solo=solo)
 
 
+_probes: dict[tuple[Any, ...], Probe] = {}  # one per sets and geometry in a process
+
+
 def frozen_sets_probe(
     params: Params, paths: Paths, pp: PretrainParams, rt: Runtime
 ) -> Probe | None:
     """Frozen-feature retrieval on the labeled sets ``pretrain.frozen_eval`` names, at the
-    pre-training image size; None when that list is empty."""
+    pre-training image size; None when that list is empty. The runs of one process share it
+    (and its decoded images, and the untrained network's rows it measured)."""
     if not pp.frozen_eval:
         return None
+    key = (
+        str(paths.data.resolve()),
+        manifest_digest(paths),
+        tuple(pp.frozen_eval),
+        params.eval,
+        pp.height,
+        pp.width,
+        pp.workers,
+        str(rt.device),
+    )
+    if key not in _probes:
+        _probes[key] = _sets_probe(params, paths, pp, rt)
+    return _probes[key]
+
+
+def _sets_probe(params: Params, paths: Paths, pp: PretrainParams, rt: Runtime) -> Probe:
     from upreid.data.readers import read_dataset
     from upreid.eval.frozen import frozen_probe
 

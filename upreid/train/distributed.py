@@ -118,9 +118,15 @@ def take_planned_threads() -> None:
         torch.set_num_threads(_planned.pop(0))
 
 
+def share_of(units: list[Any], rank: int, world: int) -> list[Any]:
+    """``rank``'s units: every ``world``-th, counted from the last rank, so that when they do
+    not divide evenly rank 0, which also logs every run to MLflow, has the fewer."""
+    return units[world - 1 - rank :: world]
+
+
 def spread(rt: Runtime, units: list[Any], do: Callable[[list[Any]], list[Any]]) -> list[Any]:
     """``do(units)``, with the units spread over the ``torchrun`` ranks (one device each) when
-    there are several: each rank does every ``world``-th unit, then rank 0 goes over them all,
+    there are several: each rank does its :func:`share_of` them, then rank 0 goes over them all,
     reusing the finished results (and logging those of the other ranks to MLflow). Each rank's
     runs are its own (:func:`alone`); on CPU cores they share the node's cores by
     :func:`share_threads` when the relaunch set the cores to share."""
@@ -128,10 +134,10 @@ def spread(rt: Runtime, units: list[Any], do: Callable[[list[Any]], list[Any]]) 
         return do(units)
     # gloo even on GPUs: only barriers, and a rank waiting for the longest share holds no GPU
     owned = init_distributed(rt, timeout=timedelta(days=7), backend="gloo")
-    mine = units[rt.rank :: rt.world]
+    mine = share_of(units, rt.rank, rt.world)
     threads = torch.get_num_threads()
     if rt.device.type == "cpu" and os.environ.get(CORES_ENV):
-        shares = [len(units[r :: rt.world]) for r in range(rt.world)]
+        shares = [len(share_of(units, r, rt.world)) for r in range(rt.world)]
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", rt.world))
         _planned[:] = share_threads(
             shares, rt.rank, rt.local_rank, local_world, int(os.environ[CORES_ENV])

@@ -9,6 +9,7 @@ would. The backbone is exported to ``out/backbone.pt`` for fine-tuning.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import statistics
@@ -256,6 +257,17 @@ def pretrain(
 
 
 UNTRAINED_BN_BATCHES = 20  # batches of pool images for the untrained network's BN statistics
+# The untrained rows measured in this process, by probe and network: the runs of one seed start
+# from the same trunk, so a process doing several (a spread stage) measures it once.
+_untrained: dict[tuple[Any, ...], dict[str, float]] = {}
+
+
+def _state_digest(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def untrained_rows(
@@ -266,15 +278,21 @@ def untrained_rows(
     pool images, weights unchanged (``frozen_bnest_*``), which is how every trained trunk is
     evaluated. The two differ by several mAP on the generated sets
     (``reports/studies/untrained_bn.py``), so the report shows both baselines."""
+    batches = pp.bn_recalibrate or UNTRAINED_BN_BATCHES
+    pool = hashlib.sha256("\n".join(str(r.path) for r in records).encode()).hexdigest()
+    key = (probe, _state_digest(trunk), pp.height, pp.width, pp.batch_size, batches, pool)
+    if key in _untrained:
+        log.info("untrained network: measured earlier in this process, reused")
+        return dict(_untrained[key])
     was = trunk.training
     try:
         row = probe(trunk.eval())
-        batches = pp.bn_recalibrate or UNTRAINED_BN_BATCHES
         estimated = recalibrated(trunk, records, replace(pp, bn_recalibrate=batches), rt)
         row |= {k.replace("frozen_", "frozen_bnest_", 1): v for k, v in probe(estimated).items()}
-        return row
     finally:
         trunk.train(was)
+    _untrained[key] = dict(row)
+    return row
 
 
 def _probed(history: list[dict[str, float]]) -> dict[str, float]:
