@@ -145,9 +145,12 @@ def test_share_threads_gives_the_cores_of_ranks_out_of_runs_to_the_others() -> N
     # 3 runs on 2 ranks of one node with 2 cores: both run at 1 thread, then rank 0 at 2
     assert share_threads([2, 1], 0, 0, 2, 2) == [1, 2]
     assert share_threads([2, 1], 1, 1, 2, 2) == [1]
-    # 8 cores, 3 ranks with 3, 2 and 1 runs
-    assert share_threads([3, 2, 1], 0, 0, 3, 8) == [2, 4, 8]
-    assert share_threads([3, 2, 1], 1, 1, 3, 8) == [2, 4]
+    # 8 cores, 3 ranks with 3, 2 and 1 runs: 3 + 3 + 2, then 4 + 4, then 8
+    assert share_threads([3, 2, 1], 0, 0, 3, 8) == [3, 4, 8]
+    assert share_threads([3, 2, 1], 1, 1, 3, 8) == [3, 4]
+    assert share_threads([3, 2, 1], 2, 2, 3, 8) == [2]
+    # 3 cores, 2 ranks: none left idle
+    assert share_threads([1, 1], 0, 0, 2, 3) == [2] and share_threads([1, 1], 1, 1, 2, 3) == [1]
     # two nodes of 2 ranks (ranks 2, 3 on the second): only a node's own ranks count
     assert share_threads([2, 2, 2, 1], 2, 0, 2, 4) == [2, 4]
     assert share_threads([2, 2, 2, 1], 0, 0, 2, 4) == [2, 2]

@@ -1,5 +1,6 @@
-"""A run on a user's dataset (`upreid finetune --data DIR`) builds in its own folder and never
-touches the pipeline's run of the same method, dataset and init."""
+"""A run on a user's dataset (`upreid finetune --data DIR`) builds in its own folder, outside
+the stages' outputs (`runs/finetune/METHOD` is stage `finetune@METHOD`'s), and never touches the
+pipeline's run of the same method, dataset and init."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def test_data_runs_get_their_own_folders(
     (metrics,) = finetune_many(params, [run], tmp_path, tiny_synth / "market1501")
     assert metrics["mAP"] > 0
     assert {p.name: p.read_bytes() for p in ours.iterdir()} == before  # untouched
-    (theirs,) = (tmp_path / "runs" / "finetune" / "bot").glob("market1501@data-*")
+    assert [p.name for p in (tmp_path / "runs" / "finetune" / "bot").iterdir()] == ["market1501"]
+    (theirs,) = (tmp_path / "runs" / "data" / "bot").glob("market1501@data-*")
     done = json.loads((theirs / "scratch-s0" / "result.json").read_text())
     assert done["key"] == f"{run.key}@{theirs.name.split('@')[1]}"
     assert (theirs / "scratch-s0" / "best.pt").is_file()

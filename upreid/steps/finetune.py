@@ -100,8 +100,8 @@ def finetune_many(
             data_id,
         )
         out = paths.finetune(run)
-        if data_path is not None:  # a user's dataset: its own folders, never the pipeline's
-            out = out.parent.parent / f"{out.parent.name}@data-{data_id}" / out.name
+        if data_path is not None:  # a user's dataset: its own folders, outside every stage's
+            out = paths.runs / "data" / method / f"{dataset}@data-{data_id}" / out.name
 
         def work(
             folder: Path,

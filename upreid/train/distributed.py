@@ -105,11 +105,17 @@ def share_threads(
     shares: list[int], rank: int, local_rank: int, local_world: int, cores: int
 ) -> list[int]:
     """Threads for each run of ``rank``'s share, ``shares`` being every rank's run count: the
-    node's cores divided among its ranks that still have a run at that position, so that a
-    rank left with the last runs of a stage takes the cores the others no longer use. A plan,
-    not a reaction to timing: the same runs get the same thread counts every time."""
+    node's cores divided among its ranks that still have a run at that position (the first
+    ``cores % n`` of them one more), so that a rank left with the last runs of a stage takes
+    the cores the others no longer use. A plan, not a reaction to timing: the same runs get the
+    same thread counts every time."""
     node = range(rank - local_rank, rank - local_rank + local_world)
-    return [max(1, cores // sum(1 for r in node if shares[r] > i)) for i in range(shares[rank])]
+    plan = []
+    for i in range(shares[rank]):
+        active = [r for r in node if shares[r] > i]
+        base, extra = divmod(cores, len(active))
+        plan.append(max(1, base + (active.index(rank) < extra)))
+    return plan
 
 
 def take_planned_threads() -> None:
