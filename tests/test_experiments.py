@@ -7,6 +7,7 @@ from upreid.experiments import (
     CURVES,
     FINETUNE_CELLS,
     PRETRAIN_VARIANTS,
+    FinetuneRun,
     drawn,
     eval_every,
     finetune_runs,
@@ -106,6 +107,17 @@ def test_only_the_runs_a_figure_draws_evaluate_every_epoch() -> None:
     assert {r.init for r in mgn if r.seed == params.seed + 1} and not any(
         drawn(params, r) for r in mgn if r.seed != params.seed
     )  # the headline's other seeds are not drawn
+    # runs outside the plan (a weights file, another seed) keep their method's curve
+    bot = params.finetune.bot
+    for outside in (
+        FinetuneRun("bot", "market1501", "file:w.pt", params.seed),
+        FinetuneRun("bot", "market1501", "scratch", params.seed + 7),
+        FinetuneRun("pcb", "msmt17", "scratch", params.seed),  # no such cell
+    ):
+        assert eval_every(params, outside) == getattr(params.finetune, outside.method).eval_every
+    assert (
+        eval_every(params, FinetuneRun("bot", "market1501", "scratch", params.seed)) == bot.epochs
+    )
     everything = load_params(ROOT / "params.yaml", overrides=["pipeline.curves=all"])
     assert all(
         eval_every(everything, r) == getattr(everything.finetune, r.method).eval_every for r in runs

@@ -154,12 +154,17 @@ def drawn(params: Params, run: FinetuneRun) -> bool:
 
 
 def eval_every(params: Params, run: FinetuneRun) -> int:
-    """How often ``run`` evaluates: its method's ``eval_every`` when a figure draws it or
-    ``pipeline.curves`` is ``all``; else once, after the last epoch."""
+    """How often ``run`` evaluates: once, after the last epoch, when it is a run of the
+    pipeline's plan that no figure draws and ``pipeline.curves`` is ``figures``; else (a drawn
+    run, a run outside the plan such as a weights file or another seed) its method's
+    ``eval_every``."""
     mp = getattr(params.finetune, run.method)
-    if params.pipeline.curves == "all" or drawn(params, run):
-        return int(mp.eval_every)
-    return int(mp.epochs)
+    planned = (run.method, run.dataset) in FINETUNE_CELLS and run in finetune_runs(
+        params, run.method, run.dataset
+    )
+    if params.pipeline.curves == "figures" and planned and not drawn(params, run):
+        return int(mp.epochs)
+    return int(mp.eval_every)
 
 
 def finetune_runs(params: Params, method: str, dataset: str) -> list[FinetuneRun]:

@@ -88,7 +88,7 @@ def finetune_many(
     for run in runs:
         weights = init_weights(params, paths, run.init)
         mp = getattr(params.finetune, method)
-        if data_path is None:  # a cell of the pipeline: evaluated as pipeline.curves says
+        if data_path is None:  # evaluated as pipeline.curves says (runs of the plan)
             mp = dataclasses.replace(mp, eval_every=eval_every(params, run))
         input_hash = digest(
             to_dict(mp),

@@ -106,7 +106,7 @@ def run_pretrain(
     return track(params, unit, work, solo=solo)
 
 
-_probes: dict[tuple[Any, ...], Probe] = {}  # one per sets and geometry in a process
+_probes: dict[tuple[Any, ...], Probe] = {}  # the last one this process built
 
 
 def frozen_sets_probe(
@@ -126,8 +126,10 @@ def frozen_sets_probe(
         pp.width,
         pp.workers,
         str(rt.device),
+        params.runtime,
     )
     if key not in _probes:
+        _probes.clear()  # keep one: each holds its sets and decoded images
         _probes[key] = _sets_probe(params, paths, pp, rt)
     return _probes[key]
 

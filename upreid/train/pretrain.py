@@ -284,6 +284,8 @@ def untrained_rows(
     if key in _untrained:
         log.info("untrained network: measured earlier in this process, reused")
         return dict(_untrained[key])
+    if any(k[0] is not probe for k in _untrained):
+        _untrained.clear()  # another probe's rows: let it go
     was = trunk.training
     try:
         row = probe(trunk.eval())
