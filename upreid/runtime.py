@@ -12,6 +12,11 @@ no faster than fp32 on an AMX Xeon (MoCo 1.02x, UP-ReID 0.77x; ``benchmarks/benc
 and oneDNN's AMX bf16 convolution produced NaN from finite inputs on small maps (a stride-2 3x3
 conv from 4x2 to 2x1, in 1-3 of 12 forward passes). An explicit ``bf16`` on a CPU therefore caps
 oneDNN at AVX-512 BF16 (``ONEDNN_MAX_CPU_ISA``), where the same case gave no NaN in 12.
+On both ISAs, oneDNN's bf16 *weight gradient* of a strided convolution with a one-pixel-wide
+output is wrong (1e37, inf or NaN; measured on an AVX-512 BF16 EPYC, capped or not). The trunk
+runs every strided convolution whose output is one pixel wide or tall in float32, forward and
+backward (:class:`upreid.models.backbone.OnePixelSafeConv2d`; the AMX case above is one of them),
+and the training loop stops on a non-finite gradient as on a non-finite loss.
 """
 
 from __future__ import annotations

@@ -76,6 +76,30 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
+def test_infinite_gradient_under_a_finite_loss_stops_before_the_step(
+    tmp_path: Path,
+) -> None:
+    """The guard checks the gradient too: one step with an infinite gradient would write it
+    into the weights while the loss still looks fine."""
+    from upreid.runtime import Runtime
+    from upreid.train.loop import NonFiniteLoss, Trainer
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    trainer = Trainer("toy", Runtime(torch.device("cpu")), tmp_path / "c.pt", {}, {}, 2, "step")
+    x = torch.randn(3, 4)
+    trainer.optimize(net(x).square().mean(), opt)  # a sound step goes through
+    assert trainer.state.step == 1
+    before = net.weight.detach().clone()
+    net.weight.register_hook(lambda g: g * float("inf"))
+    loss = net(x).square().mean()
+    assert torch.isfinite(loss)
+    with pytest.raises(NonFiniteLoss, match="toy at step 1 .*the gradient norm is (inf|nan)"):
+        trainer.optimize(loss, opt)
+    assert torch.equal(net.weight.detach(), before) and trainer.state.step == 1
+
+
 def test_exported_backbone_loads_and_logs_every_loss(
     tiny_pool: list[Record], tmp_path: Path
 ) -> None:

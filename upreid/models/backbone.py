@@ -49,6 +49,33 @@ def _torchvision_resnet(arch: str) -> ResNet:
         return BACKBONES[arch](weights=None, num_classes=0)
 
 
+class OnePixelSafeConv2d(nn.Conv2d):
+    """torchvision's ``Conv2d`` with one bypass: under CPU autocast, a strided convolution
+    whose output is one pixel wide or tall runs in float32.
+
+    PyTorch 2.14's oneDNN bfloat16 kernel computes that case's weight gradient wrongly (values up
+    to 1e37, inf or NaN from finite inputs, on AVX-512 BF16 and AMX alike; the output and the
+    input gradient are right). It happens wherever a map reaches a strided convolution one pixel
+    wide: an image or patch 16 px wide or less at ``layer4``, e.g. UP-ReID's 16 px patches of a
+    64x32 image. The class keeps ``Conv2d``'s parameters and names; CUDA and fp32 never branch.
+    ``tests/models/test_backbone.py`` compares the weight gradients with float32's.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and self.stride != (1, 1) and torch.is_autocast_enabled("cpu"):
+            pads = (0, 0) if isinstance(self.padding, str) else self.padding  # "valid"
+            out = [
+                (size + 2 * pad - dil * (k - 1) - 1) // s + 1
+                for size, pad, dil, k, s in zip(
+                    x.shape[-2:], pads, self.dilation, self.kernel_size, self.stride, strict=True
+                )
+            ]
+            if min(out) == 1:
+                with torch.autocast("cpu", enabled=False):
+                    return super().forward(x.float())
+        return super().forward(x)
+
+
 def set_last_stride(layer: nn.Sequential, stride: int) -> None:
     """Set the stride of the first block of a ResNet stage (1 keeps 2x spatial resolution).
 
@@ -89,6 +116,9 @@ class ResNetTrunk(nn.Module):
         for name in TRUNK_MODULES:  # registration order fixes the state-dict key order
             setattr(self, name, getattr(net, name))
         set_last_stride(self.layer4, last_stride)
+        for module in self.modules():  # no new parameters, names or random draws
+            if type(module) is nn.Conv2d:
+                module.__class__ = OnePixelSafeConv2d
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W) -> (B, 64, H/4, W/4)``: conv1, BN, ReLU, max pooling."""

@@ -33,7 +33,8 @@ EVAL_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; training stopped and the last checkpoint is kept."""
+    """The loss or its gradient became NaN or infinite; training stopped and the last
+    checkpoint is kept."""
 
 
 class Stateful(Protocol):
@@ -55,11 +56,11 @@ class TrainState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def check_finite(loss: Tensor, where: str, checkpoint: Path) -> None:
+def check_finite(loss: Tensor, where: str, checkpoint: Path, what: str = "loss") -> None:
     """Raise :class:`NonFiniteLoss` naming ``where`` when ``loss`` is NaN or infinite."""
     if not torch.isfinite(loss):
         raise NonFiniteLoss(
-            f"{where}: loss is {loss.item()}; stopped, last good checkpoint kept at {checkpoint}"
+            f"{where}: {what} is {loss.item()}; stopped, last good checkpoint kept at {checkpoint}"
         )
 
 
@@ -165,11 +166,15 @@ class Trainer:
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     ) -> None:
         """One guarded optimizer step on ``loss`` (and a per-step scheduler step)."""
-        check_finite(
-            loss, f"{self.name} at step {self.state.step} (epoch {self.state.epoch})", self.path
-        )
+        where = f"{self.name} at step {self.state.step} (epoch {self.state.epoch})"
+        check_finite(loss, where, self.path)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # A finite loss can still have an infinite gradient (a faulty kernel; measured: oneDNN's
+        # bf16 weight gradient on one-pixel maps), which one step would write into the weights.
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+        norm = torch.nn.utils.get_total_norm([g for g in grads if g is not None])
+        check_finite(norm, where, self.path, "the gradient norm")
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
