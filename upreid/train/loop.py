@@ -56,11 +56,12 @@ class TrainState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def check_finite(loss: Tensor, where: str, checkpoint: Path, what: str = "loss") -> None:
-    """Raise :class:`NonFiniteLoss` naming ``where`` when ``loss`` is NaN or infinite."""
-    if not torch.isfinite(loss):
+def check_finite(value: Tensor, where: str, checkpoint: Path, what: str = "loss") -> None:
+    """Raise :class:`NonFiniteLoss` naming ``where`` and ``what`` (the loss, the gradient norm)
+    when ``value`` is NaN or infinite."""
+    if not torch.isfinite(value):
         raise NonFiniteLoss(
-            f"{where}: {what} is {loss.item()}; stopped, last good checkpoint kept at {checkpoint}"
+            f"{where}: {what} is {value.item()}; stopped, last good checkpoint kept at {checkpoint}"
         )
 
 
