@@ -185,7 +185,7 @@ class PretrainParams:
     """``pretrain``: MoCo v2 / UP-ReID pre-training (docs/METHOD.md, "Pre-training")."""
 
     method: Literal["moco", "upreid"]
-    arch: Literal["resnet18", "resnet34", "resnet50"]
+    arch: Literal["resnet10", "resnet18", "resnet34", "resnet50"]
     height: int
     width: int
     batch_size: int
@@ -334,7 +334,7 @@ class MethodParams:
 class FinetuneParams:
     """``finetune``: supervised BoT, MGN, BDB, PCB (docs/METHOD.md, "Fine-tuning")."""
 
-    arch: Literal["resnet18", "resnet34", "resnet50"]
+    arch: Literal["resnet10", "resnet18", "resnet34", "resnet50"]
     insup_weights: str  # local torchvision ResNet ImageNet state-dict file
     workers: int  # loader processes (fine-tuning and SpCL)
     checkpoint_every: int  # epochs between resumable checkpoints (fine-tuning and SpCL)

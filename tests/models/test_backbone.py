@@ -57,7 +57,7 @@ def test_trunk_has_no_pooling_or_classifier() -> None:
     ]
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("arch", ["resnet10", "resnet18", "resnet50"])
 @pytest.mark.parametrize("last_stride", [1, 2])
 def test_output_equals_torchvision_with_the_same_weights(arch: str, last_stride: int) -> None:
     torch.manual_seed(0)
@@ -87,6 +87,17 @@ def test_last_stride_one_doubles_the_map_and_stages_have_the_listed_widths(arch:
         assert tuple(widths) == STAGE_DIMS[arch]
         assert h.shape[-2:] == size and trunk.out_channels == FEATURE_DIMS[arch]
         assert trunk.arch == arch
+
+
+def test_resnet10_is_resnet18_with_one_block_per_stage() -> None:
+    r10, r18 = build_backbone("resnet10"), build_backbone("resnet18")
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        assert len(getattr(r10, name)) == 1 and len(getattr(r18, name)) == 2
+    ten, eighteen = r10.state_dict(), r18.state_dict()
+    assert set(ten) < set(eighteen)  # the first block of each stage, under the same names
+    assert all(ten[k].shape == eighteen[k].shape for k in ten)
+    with pytest.raises(ValueError, match="no pre-trained weights"):
+        BACKBONES["resnet10"](weights="IMAGENET1K_V1")
 
 
 def test_seeded_build_is_reproducible_and_uses_torchvision_init() -> None:

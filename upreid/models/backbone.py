@@ -16,14 +16,27 @@ from typing import cast
 import torch
 from torch import nn
 from torchvision.models import ResNet, resnet18, resnet34, resnet50
+from torchvision.models.resnet import BasicBlock
+
+
+def resnet10(*, weights: None = None, **kwargs: object) -> ResNet:
+    """ResNet-10: torchvision's ResNet with one basic block per stage (ResNet-18 has two), the
+    same parameter names; no ImageNet file exists for it. About half ResNet-18's cost per image
+    (``benchmarks/bench_pretrain.py --arch``): the small profiles' trunk."""
+    if weights is not None:
+        raise ValueError("resnet10 has no pre-trained weights")
+    return ResNet(BasicBlock, [1, 1, 1, 1], **kwargs)  # type: ignore[arg-type]
+
 
 BACKBONES: dict[str, Callable[..., ResNet]] = {  # name -> torchvision constructor
+    "resnet10": resnet10,
     "resnet18": resnet18,
     "resnet34": resnet34,
     "resnet50": resnet50,
 }
-FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+FEATURE_DIMS = {"resnet10": 512, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
 STAGE_DIMS = {  # output channels of layer1..layer4
+    "resnet10": (64, 128, 256, 512),
     "resnet18": (64, 128, 256, 512),
     "resnet34": (64, 128, 256, 512),
     "resnet50": (256, 512, 1024, 2048),
@@ -130,7 +143,8 @@ class ResNetTrunk(nn.Module):
 
 
 def build_backbone(arch: str, last_stride: int = 2) -> ResNetTrunk:
-    """Untrained :class:`ResNetTrunk` of ``arch`` (``resnet18``, ``resnet34``, ``resnet50``)."""
+    """Untrained :class:`ResNetTrunk` of ``arch`` (``resnet10``, ``resnet18``, ``resnet34``,
+    ``resnet50``)."""
     return ResNetTrunk(arch, last_stride)
 
 
