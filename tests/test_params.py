@@ -143,3 +143,25 @@ def test_overrides_set_single_values_and_are_validated() -> None:
         load_params(ROOT / "params.yaml", None, ["finetune.bot.lr=.inf"])
     with pytest.raises(ParamsError, match="expected key.path=value"):
         load_params(ROOT / "params.yaml", None, ["finetune.bot.lr"])
+
+
+def test_pretrain_and_finetune_trunks_must_match() -> None:
+    with pytest.raises(ParamsError, match="pretrain.arch resnet18 and finetune.arch resnet10"):
+        parse(raw(), "default", ["pretrain.arch=resnet18", "finetune.arch=resnet10"])
+    both = parse(raw(), "default", ["pretrain.arch=resnet18", "finetune.arch=resnet18"])
+    assert both.pretrain.arch == both.finetune.arch == "resnet18"
+
+
+def test_insup_needs_a_trunk_with_imagenet_weights() -> None:
+    with pytest.raises(ParamsError, match="insup, but resnet10 has no ImageNet weights"):
+        parse(
+            raw(),
+            "default",
+            ["pretrain.arch=resnet10", "finetune.arch=resnet10", "pipeline.inits=[scratch, insup]"],
+        )
+    ok = parse(
+        raw(),
+        "default",
+        ["pretrain.arch=resnet18", "finetune.arch=resnet18", "pipeline.inits=[scratch, insup]"],
+    )
+    assert "insup" in ok.pipeline.inits

@@ -470,6 +470,9 @@ class LaunchParams:
             raise ParamsError("launch.rdzv_endpoint: required when launch.nnodes > 1")
 
 
+NO_IMAGENET_ARCHS = ("resnet10",)  # trunks torchvision has no ImageNet weights for
+
+
 @dataclass(frozen=True)
 class Params:
     """The whole resolved ``params.yaml``."""
@@ -486,6 +489,19 @@ class Params:
     runtime: RuntimeParams
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     root: Path = field(default=Path("."), compare=False)  # relative paths start here
+
+    def __post_init__(self) -> None:
+        if self.pretrain.arch != self.finetune.arch:
+            raise ParamsError(
+                f"pretrain.arch {self.pretrain.arch} and finetune.arch {self.finetune.arch} "
+                "differ: fine-tuning loads the pre-trained trunks; set both to one ResNet"
+            )
+        if "insup" in self.pipeline.inits and self.finetune.arch in NO_IMAGENET_ARCHS:
+            raise ParamsError(
+                f"pipeline.inits has insup, but {self.finetune.arch} has no ImageNet weights: "
+                "drop insup, or set pretrain.arch and finetune.arch to resnet18 (or resnet50) "
+                "with finetune.insup_weights"
+            )
 
     def digest(self) -> str:
         """Short hash of the resolved values (an MLflow tag)."""

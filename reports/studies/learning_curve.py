@@ -2,10 +2,11 @@
 
 The default profile's data and pre-training recipe, with only ``epochs`` raised (the schedule
 stretches with it), frozen-feature retrieval (:mod:`upreid.eval.frozen`) on the four generated
-labeled sets before the first step and after every epoch. The step where a method's curve rises
-above its step-0 value (the untrained network) is where pre-training starts to teach re-ID.
+labeled sets before the first step and after every ``--probe-every`` epochs. The step where a
+method's curve rises above its step-0 value (the untrained network) is where pre-training starts
+to teach re-ID.
 
-    python reports/studies/learning_curve.py --epochs 20 --variants moco upreid
+    python reports/studies/learning_curve.py --epochs 80 --probe-every 4 --variants moco upreid
 
 writes ``reports/studies/learning_curve.json`` (every measurement) and ``learning_curve.png``;
 the generated data and the runs go to a temporary folder (``--work`` keeps them).
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 from upreid.data.readers import read_dataset, read_pool
 from upreid.data.synth import synthesize
 from upreid.eval.frozen import frozen_probe
-from upreid.experiments import pretrain_variant
+from upreid.experiments import PRETRAIN_VARIANTS, pretrain_variant
 from upreid.params import load_params
 from upreid.progress import setup_logging
 from upreid.runtime import CPU
@@ -36,17 +37,31 @@ ROOT = HERE.parents[1]
 
 
 def run(
-    variants: list[str], epochs: int, work: Path, seed: int, out: Path
+    variants: list[str],
+    epochs: int,
+    work: Path,
+    seed: int,
+    out: Path,
+    probe_every: int = 1,
+    overrides: tuple[str, ...] = (),
 ) -> dict[str, list[dict]]:
     """Pre-train each variant for ``epochs``; ``out`` (JSON) is rewritten after each one. The
     curves of other variants already in ``out`` with the same epochs and seed are kept, so the
     variants can be run one call at a time."""
-    params = load_params(ROOT / "params.yaml", "default")
+    keys = [f"pretrain.{o}" for o in overrides]
+    keys += [f"finetune.{o}" for o in overrides if o.startswith("arch=")]  # kept equal
+    params = load_params(ROOT / "params.yaml", "default", keys)
     data = work / "data"
     if not (data / "luperson").exists():
         synthesize(params.data, data, inside=work)
     pool = read_pool(data / "luperson")
-    meta = {"epochs": epochs, "seed": seed, "profile": "default"}
+    meta = {
+        "epochs": epochs,
+        "seed": seed,
+        "profile": "default",
+        "set": sorted(overrides),
+        "probe_every": probe_every,
+    }
     curves: dict[str, list[dict]] = {}
     if out.exists():
         old = json.loads(out.read_text())
@@ -63,7 +78,15 @@ def run(
                 rows.append({"step": step, **row})
 
         start = time.perf_counter()
-        pretrain(pp, pool, work / "runs" / variant, seed, on_metrics=keep, probe=probe)
+        pretrain(
+            pp,
+            pool,
+            work / "runs" / variant,
+            seed,
+            on_metrics=keep,
+            probe=probe,
+            probe_every=probe_every,
+        )
         if not rows:
             raise SystemExit(
                 f"{work / 'runs' / variant} holds a finished run (nothing was measured): "
@@ -104,13 +127,26 @@ def figure(curves: dict[str, list[dict]], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=20, help="the default profile has 2")
+    ap.add_argument("--epochs", type=int, default=80, help="the default profile has 8")
+    ap.add_argument("--probe-every", type=int, default=4, help="epochs between measurements")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a pretrain key of the default profile (arch=resnet18)",
+    )
     ap.add_argument("--variants", nargs="+", default=["moco", "upreid"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, help="keep the data and runs here")
     ap.add_argument("--out", type=Path, default=HERE / "learning_curve")
     ap.add_argument("--redraw", action="store_true", help="only redraw the figure from --out")
     args = ap.parse_args()
+    if args.probe_every < 1:
+        ap.error(f"--probe-every must be >= 1, got {args.probe_every}")
+    owned = {k for v in PRETRAIN_VARIANTS.values() for k in v}
+    if clash := sorted({o.partition("=")[0] for o in args.set} & owned):
+        ap.error(f"--set {clash}: the variant sets these; pick another --variants")
     if args.redraw:
         curves = json.loads(args.out.with_suffix(".json").read_text())["curves"]
         figure(curves, args.out.with_suffix(".png"))
@@ -118,7 +154,15 @@ def main() -> None:
     setup_logging()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        curves = run(args.variants, args.epochs, work, args.seed, args.out.with_suffix(".json"))
+        curves = run(
+            args.variants,
+            args.epochs,
+            work,
+            args.seed,
+            args.out.with_suffix(".json"),
+            args.probe_every,
+            tuple(args.set),
+        )
     figure(curves, args.out.with_suffix(".png"))
     print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
 

@@ -53,8 +53,11 @@ def parse_variant(text: str) -> tuple[str, PretrainParams, dict[str, Any]]:
     those keys overridden, the overrides), through the project's ``-S`` override parser."""
     name, _, rest = text.partition(":")
     items = rest.split()
-    pp = load_params(ROOT / "params.yaml", "default", [f"pretrain.{i}" for i in items]).pretrain
     overrides = {i.partition("=")[0]: yaml.safe_load(i.partition("=")[2]) for i in items}
+    keys = [f"pretrain.{i}" for i in items] + [  # fine-tuning (--bot) loads the same trunk
+        f"finetune.{i}" for i in items if i.startswith("arch=")
+    ]
+    pp = load_params(ROOT / "params.yaml", "default", keys).pretrain
     return name.strip(), pp, overrides
 
 
@@ -82,7 +85,7 @@ def run_one(pp: PretrainParams, work: Path, seed: int, bot: bool = False) -> dic
     start = time.perf_counter()
     summary = pretrain(pp, pool, run_dir, seed, on_metrics=keep, probe=probe, probe_every=pp.epochs)
     wall = time.perf_counter() - start
-    tuned = fine_tune_bot(sets, run_dir, seed) if bot else {}
+    tuned = fine_tune_bot(sets, run_dir, seed, pp.arch) if bot else {}
     shutil.rmtree(run_dir)
     return {
         **tuned,
@@ -103,13 +106,15 @@ def run_one(pp: PretrainParams, work: Path, seed: int, bot: bool = False) -> dic
 BOT_SETS = ("cuhk03", "market1501")
 
 
-def fine_tune_bot(sets: dict[str, Any], run_dir: Path, seed: int) -> dict[str, Any]:
-    """BoT (the default profile's) on CUHK03 and Market-1501 from the pre-trained trunk and from
-    the same seed's untrained one (``scratch``, the same for every variant: kept beside the
-    data, ``bot-scratch-s<seed>.json``): final mAP of each."""
+def fine_tune_bot(sets: dict[str, Any], run_dir: Path, seed: int, arch: str) -> dict[str, Any]:
+    """BoT (the default profile's, on ``arch``) on CUHK03 and Market-1501 from the pre-trained
+    trunk and from the same seed's untrained one (``scratch``, the same for every variant of
+    that trunk: kept beside the data, ``bot-scratch-<arch>-s<seed>.json``): final mAP of each."""
     from upreid.train.finetune import finetune
 
-    params = load_params(ROOT / "params.yaml", "default")
+    params = load_params(
+        ROOT / "params.yaml", "default", [f"pretrain.arch={arch}", f"finetune.arch={arch}"]
+    )
 
     def tune(name: str, init: str, weights: str | None, out: Path) -> float:
         metrics = finetune(
@@ -127,7 +132,7 @@ def fine_tune_bot(sets: dict[str, Any], run_dir: Path, seed: int) -> dict[str, A
         shutil.rmtree(out)
         return float(metrics["mAP"])
 
-    cache = run_dir.parent / f"bot-scratch-s{seed}.json"
+    cache = run_dir.parent / f"bot-scratch-{arch}-s{seed}.json"
     if not cache.exists():
         scratch = {n: tune(n, "scratch", None, run_dir / f"bot-{n}-scratch") for n in BOT_SETS}
         cache.write_text(json.dumps(scratch))

@@ -44,3 +44,27 @@ def test_data_runs_get_their_own_folders(
     # the same data again: the run is found done, not redone
     again = finetune_many(params, [run], tmp_path, tiny_synth / "market1501")
     assert again == [metrics]
+
+
+def test_an_imagenet_file_that_does_not_fit_is_refused_before_any_run(
+    tiny_synth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from upreid.models.backbone import build_backbone
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = load_params(ROOT / "params.yaml", "quick")
+    weights = tmp_path / "imagenet.pth"  # another trunk's file: no layer4
+    trunk = build_backbone(params.finetune.arch).state_dict()
+    torch.save({k: v for k, v in trunk.items() if not k.startswith("layer4.")}, weights)
+    params = dataclasses.replace(
+        params,
+        finetune=dataclasses.replace(params.finetune, insup_weights=str(weights)),
+        root=tmp_path,
+    )
+    runs = [FinetuneRun("bot", "market1501", i, params.seed) for i in ("scratch", "insup")]
+    with pytest.raises(ValueError, match="do not fit .*layer4.*another ResNet"):
+        finetune_many(params, runs, tmp_path, tiny_synth / "market1501")
+    assert not (tmp_path / "runs").exists()  # scratch did not train first
+    weights.unlink()

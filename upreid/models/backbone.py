@@ -219,6 +219,6 @@ def load_backbone_file(trunk: ResNetTrunk, path: str | Path) -> dict[str, torch.
     if missing or unexpected:
         raise ValueError(
             f"{path}: weights do not fit {trunk.arch}: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
+            f"unexpected {unexpected[:5]} (is the file for another ResNet?)"
         )
     return weights

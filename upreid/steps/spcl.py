@@ -28,8 +28,14 @@ def run_spcl(params: Params, root: str | Path | None = None) -> dict[str, Any]:
     """SpCL in every setting (``M``: target only; ``P2M``: PersonX -> Market-1501) from every
     init, spread over the processes; a metrics file per setting."""
     paths = Paths(params, root)
-    for init in params.pipeline.inits:
-        check_init(init_kind(init), init_weights(params, paths, init))
+    for init in params.pipeline.inits:  # there (and an ImageNet file fits) before long work
+        weights = init_weights(params, paths, init)
+        check_init(init_kind(init), weights)
+        if init_kind(init) == "insup":
+            from upreid.models.backbone import build_backbone, load_backbone_file
+
+            assert weights is not None  # insup always names its file
+            load_backbone_file(build_backbone(params.finetune.arch), weights)
     units = [(setting, init) for setting in SPCL_SETTINGS for init in params.pipeline.inits]
 
     def do(share: list[tuple[str, str]]) -> list[dict[str, Any]]:
