@@ -22,7 +22,7 @@ from torchvision.models.resnet import BasicBlock
 def resnet10(*, weights: None = None, **kwargs: object) -> ResNet:
     """ResNet-10: torchvision's ResNet with one basic block per stage (ResNet-18 has two), the
     same parameter names; no ImageNet file exists for it. About half ResNet-18's cost per image
-    (``benchmarks/bench_pretrain.py --arch``): the small profiles' trunk."""
+    (``benchmarks/bench_finetune.py --arch``): the small profiles' trunk."""
     if weights is not None:
         raise ValueError("resnet10 has no pre-trained weights")
     return ResNet(BasicBlock, [1, 1, 1, 1], **kwargs)  # type: ignore[arg-type]

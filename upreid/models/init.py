@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from upreid.models.backbone import ResNetTrunk, load_backbone_file
+from upreid.models.backbone import ResNetTrunk, build_backbone, load_backbone_file
 
 log = logging.getLogger(__name__)
 
 INITS = ("scratch", "insup", "moco", "upreid", "file")  # file: any trunk weights file
 
 
-def check_init(init: str, weights: str | Path | None) -> None:
-    """Fail before any long work when ``init`` is unknown or its weights file is absent."""
+def check_init(init: str, weights: str | Path | None, arch: str | None = None) -> None:
+    """Fail before any long work when ``init`` is unknown or its weights file is absent; with
+    ``arch``, also when a file the user supplies (``file``, ``insup``) does not fit that trunk."""
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; valid inits are {list(INITS)}")
     if init == "scratch":
@@ -32,6 +33,8 @@ def check_init(init: str, weights: str | Path | None) -> None:
             else "run the pre-training stage first (dvc repro, or upreid pretrain)"
         )
         raise FileNotFoundError(f"init {init!r}: weights file not found: {weights}; {hint}")
+    if arch is not None and init in ("file", "insup"):
+        load_backbone_file(build_backbone(arch), weights)
 
 
 def initialise_backbone(trunk: ResNetTrunk, init: str, weights: str | Path | None) -> None:

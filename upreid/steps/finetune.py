@@ -73,12 +73,7 @@ def finetune_many(
     paths = Paths(params, root)
     for run in runs:  # every weights file is there (and fits) before any long work starts
         weights = init_weights(params, paths, run.init)
-        check_init(init_kind(run.init), weights)
-        if init_kind(run.init) in ("file", "insup"):
-            from upreid.models.backbone import build_backbone, load_backbone_file
-
-            assert weights is not None  # a file or insup init always names its file
-            load_backbone_file(build_backbone(params.finetune.arch), weights)
+        check_init(init_kind(run.init), weights, params.finetune.arch)
     if len({(r.method, r.dataset) for r in runs}) > 1:
         raise ValueError("finetune_many: runs of one method and dataset only")
     method, dataset = runs[0].method, runs[0].dataset

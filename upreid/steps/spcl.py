@@ -29,13 +29,7 @@ def run_spcl(params: Params, root: str | Path | None = None) -> dict[str, Any]:
     init, spread over the processes; a metrics file per setting."""
     paths = Paths(params, root)
     for init in params.pipeline.inits:  # there (and an ImageNet file fits) before long work
-        weights = init_weights(params, paths, init)
-        check_init(init_kind(init), weights)
-        if init_kind(init) == "insup":
-            from upreid.models.backbone import build_backbone, load_backbone_file
-
-            assert weights is not None  # insup always names its file
-            load_backbone_file(build_backbone(params.finetune.arch), weights)
+        check_init(init_kind(init), init_weights(params, paths, init), params.finetune.arch)
     units = [(setting, init) for setting in SPCL_SETTINGS for init in params.pipeline.inits]
 
     def do(share: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -70,7 +64,7 @@ def adapt_one(
     require_spread("SpCL")
     paths = Paths(params, root)
     weights = init_weights(params, paths, init)
-    check_init(init_kind(init), weights)
+    check_init(init_kind(init), weights, params.finetune.arch)
     setting = setting or (f"{source_name}2{target_name}" if source_name else target_name)
     target = read_dataset(target_name, paths.dataset(target_name))
     source = read_dataset(source_name, paths.dataset(source_name)) if source_name else None
