@@ -107,6 +107,7 @@ def test_params_are_frozen() -> None:
         (("eval", "batch_size"), 0, "eval.batch_size must be > 0"),
         (("eval", "chunk"), -1, "eval.chunk must be > 0"),
         (("pretrain", "lr"), float("inf"), "pretrain.lr: expected a finite number"),
+        (("pretrain", "lr_floor"), 1.5, "pretrain.lr_floor must be in"),
         (("finetune", "bot", "lr"), float("nan"), "finetune.bot.lr: expected a finite number"),
         (("spcl", "memory_momentum"), 1.0, "spcl.memory_momentum must be in"),
         (("runtime", "device"), "gpu", "runtime.device"),

@@ -194,6 +194,7 @@ class PretrainParams:
     momentum: float
     weight_decay: float
     warmup_epochs: int
+    lr_floor: float  # the cosine decays lr to lr x lr_floor (0: to 0, MoCo v2's; 1: constant)
     queue_size: int  # K
     ema_momentum: float  # m
     dim: int
@@ -272,6 +273,8 @@ class PretrainParams:
                 raise ParamsError(
                     f"{where}.frozen_eval: unknown labeled set {name!r}; valid are {list(labeled)}"
                 )
+        if not 0 <= self.lr_floor <= 1:
+            raise ParamsError(f"{where}.lr_floor must be in [0, 1], got {self.lr_floor}")
         if not 0 <= self.ema_momentum < 1:
             raise ParamsError(f"{where}.ema_momentum must be in [0, 1), got {self.ema_momentum}")
         if self.patches < 2 or self.patches % 2:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -126,6 +127,17 @@ def test_lr_schedule_warms_up_then_decays() -> None:
     assert factors[0] == pytest.approx(0.5) and factors[1] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[1:], factors[2:]))
     assert factors[-1] < 0.05
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.25, 1.0])
+def test_lr_schedule_decays_to_its_floor(floor: float) -> None:
+    warmup, total = 3, 13
+    for step in range(warmup, total + 2):
+        t = min(1.0, (step - warmup) / (total - warmup))
+        cosine = (1 + math.cos(math.pi * t)) / 2  # 1 at the warm-up's end, 0 at ``total``
+        expected = floor + (1 - floor) * cosine
+        assert loop.lr_factor(step, warmup, total, floor) == pytest.approx(expected)
+    assert loop.lr_factor(total, warmup, total, floor) == pytest.approx(floor)
 
 
 def test_two_process_torchrun_keeps_ranks_identical(

@@ -73,12 +73,13 @@ def build_model(pp: PretrainParams, seed: int) -> MoCo:
     )
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+def lr_factor(step: int, warmup: int, total: int, floor: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` at ``total`` (0:
+    MoCo v2's decay to 0; 1: constant after the warm-up)."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def pretrain_dataset(pp: PretrainParams, records: Sequence[Record]) -> ImageDataset:
@@ -196,7 +197,9 @@ def pretrain(
         model.online.parameters(), lr=pp.lr, momentum=pp.momentum, weight_decay=pp.weight_decay
     )
     warmup = pp.warmup_epochs * steps_per_epoch
-    sched = LambdaLR(opt, lambda s: lr_factor(s, warmup, pp.epochs * steps_per_epoch))
+    sched = LambdaLR(
+        opt, lambda s: lr_factor(s, warmup, pp.epochs * steps_per_epoch, pp.lr_floor)
+    )
     trainer = Trainer(
         f"pretrain {pp.method}",
         rt,
