@@ -197,9 +197,7 @@ def pretrain(
         model.online.parameters(), lr=pp.lr, momentum=pp.momentum, weight_decay=pp.weight_decay
     )
     warmup = pp.warmup_epochs * steps_per_epoch
-    sched = LambdaLR(
-        opt, lambda s: lr_factor(s, warmup, pp.epochs * steps_per_epoch, pp.lr_floor)
-    )
+    sched = LambdaLR(opt, lambda s: lr_factor(s, warmup, pp.epochs * steps_per_epoch, pp.lr_floor))
     trainer = Trainer(
         f"pretrain {pp.method}",
         rt,
