@@ -6,7 +6,7 @@ labeled sets before the first step and after every ``--probe-every`` epochs. The
 method's curve rises above its step-0 value (the untrained network) is where pre-training starts
 to teach re-ID.
 
-    python reports/studies/learning_curve.py --epochs 80 --probe-every 4 --variants moco upreid
+    python reports/studies/learning_curve.py --epochs 120 --probe-every 8 --variants moco upreid
 
 writes ``reports/studies/learning_curve.json`` (every measurement) and ``learning_curve.png``;
 the generated data and the runs go to a temporary folder (``--work`` keeps them).
@@ -127,8 +127,8 @@ def figure(curves: dict[str, list[dict]], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=80, help="the default profile has 8")
-    ap.add_argument("--probe-every", type=int, default=4, help="epochs between measurements")
+    ap.add_argument("--epochs", type=int, default=120, help="the default profile has 12")
+    ap.add_argument("--probe-every", type=int, default=8, help="epochs between measurements")
     ap.add_argument(
         "--set",
         action="append",
