@@ -87,7 +87,8 @@ def run(overrides: list[str], data: Path, epochs: int, seed: int) -> list[dict[s
         generator=gen,
     )
     per_epoch = len(loader)
-    sched = LambdaLR(opt, lambda s: lr_factor(s, pp.warmup_epochs * per_epoch, epochs * per_epoch))
+    warmup, total = pp.warmup_epochs * per_epoch, epochs * per_epoch
+    sched = LambdaLR(opt, lambda s: lr_factor(s, warmup, total, pp.lr_floor))
     trunk = list(model.online.backbone.parameters())
     rows: list[dict[str, float]] = []
     for epoch in range(epochs):
