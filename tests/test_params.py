@@ -36,8 +36,8 @@ def test_unknown_key_is_named() -> None:
 
 def test_missing_key_is_named() -> None:
     data = raw()
-    del data["finetune"]["bot"]["margin"]
-    with pytest.raises(ParamsError, match="margin"):
+    del data["finetune"]["bot"]["margin"]  # a params file older than the key, say
+    with pytest.raises(ParamsError, match=r"missing key\(s\) \['margin'\]; add them"):
         parse(data)
 
 

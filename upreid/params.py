@@ -100,7 +100,10 @@ def from_mapping(cls: type, raw: Mapping[str, Any], where: str) -> Any:
         raise ParamsError(f"{where}: unknown key(s) {unknown}; valid keys are {names}")
     missing = [n for n in names if n not in raw]
     if missing:
-        raise ParamsError(f"{where}: missing key(s) {missing}")
+        raise ParamsError(
+            f"{where}: missing key(s) {missing}; add them (the repository's params.yaml has "
+            "each with its default and what it does)"
+        )
     values = {n: _convert(raw[n], hints[n], f"{where}.{n}") for n in names}
     try:
         return cls(**values)

@@ -18,6 +18,7 @@ from upreid.models.backbone import build_backbone, load_backbone_file
 from upreid.params import load_params
 from upreid.train import pretrain as loop
 from upreid.train.checkpoint import load_checkpoint
+from upreid.train.loop import ResumeMismatch, meta_differences
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +59,36 @@ def test_resume_after_kill_equals_uninterrupted(tiny_pool: list[Record], tmp_pat
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_a_checkpoint_of_other_params_or_seed_is_not_resumed(
+    tiny_pool: list[Record], tmp_path: Path
+) -> None:
+    """A folder holding another run's checkpoint (other params, other seed) is refused with
+    the differing keys named, and the file is left as it was; the same run resumes."""
+    pp = _pp(checkpoint_every_steps=2, lr_floor=1.0)
+    loop.pretrain(pp, tiny_pool, tmp_path / "run", seed=3, max_steps=2)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    before = ckpt.read_bytes()
+    other = dataclasses.replace(pp, lr_floor=0.0)
+    with pytest.raises(ResumeMismatch, match=r"params\.lr_floor: 1\.0 there, 0\.0 here"):
+        loop.pretrain(other, tiny_pool, tmp_path / "run", seed=3)
+    with pytest.raises(ResumeMismatch, match=r"seed: 3 there, 4 here"):
+        loop.pretrain(pp, tiny_pool, tmp_path / "run", seed=4)
+    assert ckpt.read_bytes() == before
+    assert loop.pretrain(pp, tiny_pool, tmp_path / "run", seed=3)["steps"] == 6
+
+
+def test_meta_differences_names_nested_keys_and_skips_missing_ones() -> None:
+    saved = {"params": {"lr": 0.1, "crop": [0.8, 1.0], "old": 1}, "seed": 0, "arch": "r10"}
+    meta = {"params": {"lr": 0.2, "crop": (0.8, 1.0), "new": 2}, "seed": 0, "arch": "r18"}
+    assert meta_differences(saved, meta) == [
+        "params.lr: 0.1 there, 0.2 here",
+        "arch: r10 there, r18 here",
+    ]
+    assert meta_differences(saved, {"seed": 0, "extra": 5}) == []  # a key the file lacks
+    many = {f"k{i}": i for i in range(6)}
+    assert meta_differences(many, {k: -1 for k in many}, limit=2)[-1] == "4 more"
 
 
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(

@@ -141,6 +141,7 @@ def finetune(
         "width": mp.width,
         "init": init,
         "params": to_dict(mp),
+        "seed": seed,
     }
     trainer = Trainer(
         f"finetune {method}",

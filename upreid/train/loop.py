@@ -11,6 +11,7 @@ where an uninterrupted run ends.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +36,39 @@ EVAL_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 class NonFiniteLoss(RuntimeError):
     """The loss or its gradient became NaN or infinite; training stopped and the last
     checkpoint is kept."""
+
+
+class ResumeMismatch(ValueError):
+    """The checkpoint in a run's folder was written by a run of other inputs (params, seed,
+    method ...): resuming it would continue that run under this one's name. The
+    initialisation's path is not compared: it moves with the project (the pipeline's input
+    hashes cover the file itself)."""
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples as lists), to compare a checkpoint's metadata
+    with a run's."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def meta_differences(
+    saved: Mapping[str, Any], meta: Mapping[str, Any], limit: int = 4
+) -> list[str]:
+    """What differs between a checkpoint's metadata and a run's, one item per key (``key: A
+    there, B here``), nested dictionaries by their differing keys; keys that one side lacks
+    (a checkpoint written before the key existed) are not compared."""
+    out: list[str] = []
+    for key in meta:
+        if key not in saved:
+            continue
+        there, here = _plain(saved[key]), _plain(meta[key])
+        if there == here:
+            continue
+        if isinstance(there, dict) and isinstance(here, dict):
+            out += [f"{key}.{d}" for d in meta_differences(there, here, limit)]
+        else:
+            out.append(f"{key}: {there} there, {here} here")
+    return out[:limit] + ([f"{len(out) - limit} more"] if len(out) > limit else [])
 
 
 class Stateful(Protocol):
@@ -127,10 +161,19 @@ class Trainer:
     # ------------------------------------------------------------------ resume and checkpoints
 
     def resume(self) -> bool:
-        """Restore every part, the state and the RNG from the checkpoint, if there is one."""
+        """Restore every part, the state and the RNG from the checkpoint, if there is one and
+        its metadata (``meta``: params, seed ...) is this run's; :class:`ResumeMismatch` if it
+        is another run's."""
         if not self.path.is_file():
             return False
         ckpt = load_checkpoint(self.path)
+        compared = {k: v for k, v in self.meta.items() if k != "init"}
+        if differ := meta_differences(ckpt, compared):
+            raise ResumeMismatch(
+                f"{self.path} is the checkpoint of a run with other inputs ({'; '.join(differ)}): "
+                "resuming it would continue that run; give this run its own folder, or remove "
+                "the file to start over"
+            )
         for name, part in self.parts.items():
             part.load_state_dict(ckpt[name])
         self.state = TrainState(**ckpt["state"])

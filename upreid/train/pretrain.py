@@ -203,7 +203,7 @@ def pretrain(
         rt,
         out / "checkpoint.pt",
         {"model": model, "optimizer": opt, "scheduler": sched},
-        {"params": to_dict(pp)},
+        {"params": to_dict(pp), "seed": seed},
         total,
         "step",
         on_metrics,

@@ -163,6 +163,7 @@ def adapt(
         "width": sp.width,
         "init": init,
         "params": to_dict(sp),
+        "seed": seed,
     }
     trainer = Trainer(
         "spcl",
