@@ -18,7 +18,7 @@ from upreid.models.backbone import build_backbone, load_backbone_file
 from upreid.params import load_params
 from upreid.train import pretrain as loop
 from upreid.train.checkpoint import load_checkpoint
-from upreid.train.loop import ResumeMismatch, meta_differences
+from upreid.train.loop import ResumeMismatch, first_items, meta_differences
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,15 +80,17 @@ def test_a_checkpoint_of_other_params_or_seed_is_not_resumed(
 
 
 def test_meta_differences_names_nested_keys_and_skips_missing_ones() -> None:
-    saved = {"params": {"lr": 0.1, "crop": [0.8, 1.0], "old": 1}, "seed": 0, "arch": "r10"}
-    meta = {"params": {"lr": 0.2, "crop": (0.8, 1.0), "new": 2}, "seed": 0, "arch": "r18"}
+    saved = {"params": {"lr": 0.1, "crop": [0.8, 1.0], "old": 1}, "seed": 0, "init": "scratch"}
+    meta = {"params": {"lr": 0.2, "crop": (0.8, 1.0), "new": 2}, "seed": 0, "init": "moco"}
     assert meta_differences(saved, meta) == [
         "params.lr: 0.1 there, 0.2 here",
-        "arch: r10 there, r18 here",
+        "init: scratch there, moco here",
     ]
     assert meta_differences(saved, {"seed": 0, "extra": 5}) == []  # a key the file lacks
-    many = {f"k{i}": i for i in range(6)}
-    assert meta_differences(many, {k: -1 for k in many}, limit=2)[-1] == "4 more"
+    many = {"params": {f"k{i}": i for i in range(6)}, "seed": 1}
+    differ = meta_differences(many, {"params": {f"k{i}": -1 for i in range(6)}, "seed": 2})
+    assert len(differ) == 7 and differ[-1] == "seed: 1 there, 2 here"
+    assert first_items(differ).endswith("; params.k3: 3 there, -1 here; 3 more")
 
 
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(

@@ -40,9 +40,7 @@ class NonFiniteLoss(RuntimeError):
 
 class ResumeMismatch(ValueError):
     """The checkpoint in a run's folder was written by a run of other inputs (params, seed,
-    method ...): resuming it would continue that run under this one's name. The
-    initialisation's path is not compared: it moves with the project (the pipeline's input
-    hashes cover the file itself)."""
+    method, initialisation ...): resuming it would continue that run under this one's name."""
 
 
 def _plain(value: Any) -> Any:
@@ -51,9 +49,7 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def meta_differences(
-    saved: Mapping[str, Any], meta: Mapping[str, Any], limit: int = 4
-) -> list[str]:
+def meta_differences(saved: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
     """What differs between a checkpoint's metadata and a run's, one item per key (``key: A
     there, B here``), nested dictionaries by their differing keys; keys that one side lacks
     (a checkpoint written before the key existed) are not compared."""
@@ -65,10 +61,16 @@ def meta_differences(
         if there == here:
             continue
         if isinstance(there, dict) and isinstance(here, dict):
-            out += [f"{key}.{d}" for d in meta_differences(there, here, limit)]
+            out += [f"{key}.{d}" for d in meta_differences(there, here)]
         else:
             out.append(f"{key}: {there} there, {here} here")
-    return out[:limit] + ([f"{len(out) - limit} more"] if len(out) > limit else [])
+    return out
+
+
+def first_items(items: list[str], limit: int = 4) -> str:
+    """The first ``limit`` items and how many more."""
+    more = [f"{len(items) - limit} more"] if len(items) > limit else []
+    return "; ".join(items[:limit] + more)
 
 
 class Stateful(Protocol):
@@ -167,12 +169,11 @@ class Trainer:
         if not self.path.is_file():
             return False
         ckpt = load_checkpoint(self.path)
-        compared = {k: v for k, v in self.meta.items() if k != "init"}
-        if differ := meta_differences(ckpt, compared):
+        if differ := meta_differences(ckpt, self.meta):
             raise ResumeMismatch(
-                f"{self.path} is the checkpoint of a run with other inputs ({'; '.join(differ)}): "
-                "resuming it would continue that run; give this run its own folder, or remove "
-                "the file to start over"
+                f"{self.path} is the checkpoint of a run with other inputs "
+                f"({first_items(differ)}): resuming it would continue that run; give this run "
+                "its own folder, or remove the file to start over"
             )
         for name, part in self.parts.items():
             part.load_state_dict(ckpt[name])
