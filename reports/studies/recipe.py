@@ -196,6 +196,17 @@ def table(out: Path, study: str) -> str:
     return "\n".join(lines)
 
 
+def interval_cell(diffs: list[float]) -> str:
+    """Paired differences as a table cell: mean and 95 % t interval, bold where the interval
+    excludes 0; "-" with fewer than two."""
+    ci = paired_interval(diffs)
+    if ci is None:
+        return "-"
+    mean, lo, hi = ci
+    text = f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+    return f"**{text}**" if excludes_zero(lo, hi) else text
+
+
 def paired(out: Path, study: str, pairs: list[str]) -> str:
     """``"A - B"`` per pair: the differences A - B matched by seed (the same seed's data order
     and initialisation), mean and 95 % t interval, frozen mAP on the three sets that are not at
@@ -219,19 +230,15 @@ def paired(out: Path, study: str, pairs: list[str]) -> str:
                 raise SystemExit(f"error: {a} and {b} ran on different data (--data); no pairing")
         cells = []
         for key, n in cols:
-            ci = paired_interval(
-                [
-                    by[(a, s)][key][n] - by[(b, s)][key][n]
-                    for s in seeds
-                    if key in by[(a, s)] and key in by[(b, s)]
-                ]
+            cells.append(
+                interval_cell(
+                    [
+                        by[(a, s)][key][n] - by[(b, s)][key][n]
+                        for s in seeds
+                        if key in by[(a, s)] and key in by[(b, s)]
+                    ]
+                )
             )
-            if ci is None:
-                cells.append("-")
-                continue
-            mean, lo, hi = ci
-            text = f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}]"
-            cells.append(f"**{text}**" if excludes_zero(lo, hi) else text)
         lines.append(f"| {a} - {b} | {len(seeds)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

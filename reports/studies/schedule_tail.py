@@ -31,10 +31,10 @@ from pathlib import Path
 
 from learning_curve import run
 from matplotlib.figure import Figure
+from recipe import interval_cell
 
 from upreid.params import load_params
 from upreid.progress import setup_logging
-from upreid.report.text import excludes_zero, paired_interval
 from upreid.train.pretrain import lr_factor
 
 HERE = Path(__file__).resolve().parent
@@ -70,7 +70,8 @@ def measure(seeds: list[int], work: Path) -> None:
             path = curves_dir / f"{name}_s{seed}.json"
             if path.exists() and set(json.loads(path.read_text())["curves"]) >= set(METHODS):
                 continue
-            shutil.rmtree(work / "runs", ignore_errors=True)  # the last schedule's runs
+            for method in METHODS:  # the last schedule's runs, which this study made
+                shutil.rmtree(work / "runs" / method, ignore_errors=True)
             run(list(METHODS), EPOCHS, work, seed, path, 1, overrides)
     merged: dict[str, dict] = {}
     for path in sorted(curves_dir.glob("*_s*.json")):
@@ -86,15 +87,6 @@ def at(xs: list[float], ys: list[float], x: float) -> float:
         if x0 <= x <= x1:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     raise ValueError(f"{x} is outside [{xs[0]}, {xs[-1]}]")
-
-
-def interval_text(diffs: list[float]) -> str:
-    ci = paired_interval(diffs)
-    if ci is None:
-        return f"{diffs[0]:+.1f}" if diffs else "-"
-    mean, lo, hi = ci
-    text = f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}]"
-    return f"**{text}**" if excludes_zero(lo, hi) else text
 
 
 def table() -> str:
@@ -149,7 +141,7 @@ def table() -> str:
     ]
     for label, diff in comparisons.items():
         for method in METHODS:
-            cells = [interval_text([diff(s, method, d) for s in seeds]) for d in SETS]
+            cells = [interval_cell([diff(s, method, d) for s in seeds]) for d in SETS]
             lines.append(f"| {label} | {method} | " + " | ".join(cells) + " |")
     figure(runs, lr_sums, seeds)
     return "\n".join(lines)
